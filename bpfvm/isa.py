@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Iterable, NamedTuple
 
+from .errors import LoadError
+
 # Instruction classes (low three bits of the opcode).
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
 
@@ -172,7 +174,7 @@ def lddw_value(first: Insn, second: Insn) -> int:
     return (first.imm & U32) | ((second.imm & U32) << 32)
 
 
-class DecodeError(ValueError):
+class DecodeError(LoadError):
     """A byte string that is not a valid program. The message names the slot and the field."""
 
 
@@ -321,6 +323,8 @@ def _check_alu(insn: Insn) -> str | None:
         elif op == MOV:
             allowed_off = {0, 8, 16, 32} if is64 else {0, 8, 16}
         if off not in allowed_off:
+            if allowed_off == {0}:
+                return _reserved(name, "off", off)
             return f"{name}: invalid offset {off} (allowed: {sorted(allowed_off)})"
         return None
     if src:
