@@ -10,6 +10,7 @@ instruction keeps exactly the semantics of RFC 9669 (see `_Emitter`). The transl
 from __future__ import annotations
 
 import functools
+import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -359,8 +360,17 @@ class _Emitter:
         pre = [f"frame[0] = r10; frame[1] = depth"] if helper_id in CALLBACK_HELPER_IDS else []
         return pre + [f"r0 = H{helper_id}(r1, r2, r3, r4, r5) & M64"]
 
+    @staticmethod
+    def _in_frame(reg: int, off: int, size: int) -> bool:
+        """An r10-relative access that provably stays inside the current 512-byte frame needs no region lookup."""
+        return reg == isa.FRAME_POINTER and -FRAME_SIZE <= off and off + size <= 0
+
     def ldx(self, i: int, insn: Insn) -> str:
         size = isa.SIZE_BYTES[isa.mem_size(insn.opcode)]
+        if self._in_frame(insn.src, insn.off, size):
+            kind = "SS" if isa.mem_mode(insn.opcode) == isa.MEMSX else "SU"
+            value = f"{kind}{size}(SV, r10 - SB + {insn.off})[0]"
+            return f"r{insn.dst} = {value} & M64" if kind == "SS" else f"r{insn.dst} = {value}"
         addr = f"(r{insn.src} + {insn.off}) & M64" if insn.off else f"r{insn.src}"
         if isa.mem_mode(insn.opcode) == isa.MEMSX:
             return f"r{insn.dst} = lds{size}({addr}, {i})"
@@ -369,6 +379,12 @@ class _Emitter:
     def store(self, i: int, insn: Insn) -> list[str]:
         size = isa.SIZE_BYTES[isa.mem_size(insn.opcode)]
         addr = f"(r{insn.dst} + {insn.off}) & M64" if insn.off else f"r{insn.dst}"
+        if isa.mem_mode(insn.opcode) == isa.MEM and self._in_frame(insn.dst, insn.off, size):
+            mask = (1 << (8 * size)) - 1
+            if insn.cls == isa.ST:
+                return [f"SP{size}(SV, r10 - SB + {insn.off}, {insn.imm & mask})"]
+            value = f"r{insn.src}" if size == 8 else f"r{insn.src} & {mask}"
+            return [f"SP{size}(SV, r10 - SB + {insn.off}, {value})"]
         if insn.cls == isa.ST:
             return [f"st{size}({addr}, {insn.imm & M64}, {i})"]
         if isa.mem_mode(insn.opcode) == isa.MEM:
@@ -440,6 +456,8 @@ class Runtime:
         self.memory = memory
         self.helpers = dict(helpers or {})
         self.kfuncs = dict(kfuncs or {})
+        if frame_size < FRAME_SIZE:
+            raise ValueError(f"a stack frame must hold at least {FRAME_SIZE} bytes")
         self.insn_limit = insn_limit
         self.frame_size = frame_size
         self.stack = memory.add("stack", frame_size * MAX_CALL_FRAMES)
@@ -484,6 +502,11 @@ class BoundProgram:
             g[f"st{n}"] = mem.store[n]
         for n in (1, 2, 4):
             g[f"lds{n}"] = mem.load_signed[n]
+        for n, code in ((1, "B"), (2, "H"), (4, "I"), (8, "Q")):
+            g[f"SU{n}"] = struct.Struct("<" + code).unpack_from
+            g[f"SS{n}"] = struct.Struct("<" + code.lower()).unpack_from
+            g[f"SP{n}"] = struct.Struct("<" + code).pack_into
+        g["SV"], g["SB"] = runtime.stack.view, runtime.stack.start
         g.update(
             M64=M64, M32=M32, S63=S63, S31=S31, FRAME=runtime.frame_size, LIMIT=runtime.insn_limit,
             steps=0, loops=MAX_LOOPS, frame=runtime.frame,
