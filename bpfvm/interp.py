@@ -48,6 +48,17 @@ class ProgramExit(Exception):
         self.value = value
 
 
+class TailCall(ProgramExit):
+    """Raised by bpf_tail_call: the current program ends and `target` (a program from a PROG_ARRAY) starts
+    with the same context. The test-run driver performs the jump and enforces the kernel's limit of 33."""
+
+    def __init__(self, target: Any):
+        super().__init__(0)
+        self.target = target
+
+
+MAX_TAIL_CALLS = 33
+
 HelperFn = Callable[..., int]
 
 
@@ -462,13 +473,34 @@ class Runtime:
         self.frame_size = frame_size
         self.stack = memory.add("stack", frame_size * MAX_CALL_FRAMES)
         self.ld_abs_fn: Callable[[int, int, int, int], int] | None = None
-        self.maps: list[Any] = []
+        self.maps: list[Any] = []  # map instances by handle
+        self._map_specs: list[Any] = []
+        self._map_handles: dict[int, int] = {}
         self.frame = [0, 0]  # r10 and depth of the frame calling a callback helper
+        self.tail_calls = 0  # tail calls taken in the current run (bpf_tail_call fails past MAX_TAIL_CALLS)
         self.output: list[str] = []
         self._bound: BoundProgram | None = None
 
-    def map_pointer(self, index: int) -> int:
-        return MAP_PTR_BASE + index * MAP_PTR_STRIDE
+    def add_map(self, spec: Any, instance: Any) -> int:
+        """Make a map instance reachable; `spec` is the `MapSpec` programs reference it by. Returns its handle."""
+        key = id(spec)
+        if key in self._map_handles:
+            return self._map_handles[key]
+        self.maps.append(instance)
+        self._map_specs.append(spec)  # keeps `spec` alive so its id stays unique
+        self._map_handles[key] = len(self.maps) - 1
+        return self._map_handles[key]
+
+    def map_handle(self, spec: Any) -> int:
+        handle = self._map_handles.get(id(spec))
+        if handle is None:
+            name = getattr(spec, "name", spec)
+            raise LoadError(f"map {name!r} has no instance in this run (was the object's map created?)")
+        return handle
+
+    def map_pointer(self, spec: Any) -> int:
+        """The opaque value `lddw rX, map` gives a program: no region covers it, helpers decode it."""
+        return MAP_PTR_BASE + self.map_handle(spec) * MAP_PTR_STRIDE
 
     def map_from_pointer(self, value: int) -> Any:
         index, rem = divmod(value - MAP_PTR_BASE, MAP_PTR_STRIDE)
@@ -476,10 +508,8 @@ class Runtime:
             return None
         return self.maps[index]
 
-    def map_value_address(self, index: int, offset: int) -> int:
-        if not (0 <= index < len(self.maps)):
-            raise LoadError(f"map value reference to map #{index}, but the program has {len(self.maps)} maps")
-        return self.maps[index].value_address(offset)
+    def map_value_address(self, spec: Any, offset: int) -> int:
+        return self.maps[self.map_handle(spec)].value_address(offset)
 
     def call_function(self, pointer: int, *args: int) -> int:
         """Call a BPF subprogram by function pointer from a helper (a callback), in a new frame."""
@@ -521,7 +551,10 @@ class BoundProgram:
             fn = runtime.kfuncs.get(name)
             g[f"KF_{_ident(name)}"] = functools.partial(fn, runtime) if fn else self._missing_kfunc(name)
         for gname, index, offset in translation.map_refs:
-            g[gname] = runtime.map_pointer(index) if offset < 0 else runtime.map_value_address(index, offset)
+            if not (0 <= index < len(program.maps)):
+                raise LoadError(f"lddw references map #{index}, but the program has {len(program.maps)} maps")
+            spec = program.maps[index]
+            g[gname] = runtime.map_pointer(spec) if offset < 0 else runtime.map_value_address(spec, offset)
         exec(translation.code, g)
         self._globals = g
         self._entry = g["f0"]
@@ -540,6 +573,8 @@ class BoundProgram:
         runtime._bound = self
         try:
             return self._entry(r1 & M64, r2 & M64, r3 & M64, r4 & M64, r5 & M64, runtime.stack.end, 0)
+        except TailCall:
+            raise
         except ProgramExit as stop:
             return stop.value & M64
         except RecursionError:
@@ -612,5 +647,5 @@ class Interpreter:
         self.translation = translate(program)
 
     def bind(self, runtime: Runtime) -> BoundProgram:
-        """Bind to a runtime whose `maps[i]` is the instance of `program.maps[i]`."""
+        """Bind to a runtime that holds an instance (`Runtime.add_map`) of every map the program uses."""
         return BoundProgram(self.translation, self.program, runtime)

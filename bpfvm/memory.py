@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import bisect
 import struct
-from typing import Callable
+from typing import Callable, Protocol
 
 from cffi import FFI
 
 from .errors import MemoryFault
 
 ffi = FFI()
+# The region table as native code sees it (helpers in C, JIT guards); `helpers/native/vm.h` declares the same.
+REGION_TABLE_CDEF = """
+struct bpfvm_region { uint64_t start; uint64_t end; uint64_t writable; };
+struct bpfvm_region_table { uint64_t count; uint64_t capacity; struct bpfvm_region *regions; };
+"""
+ffi.cdef(REGION_TABLE_CDEF)
 
 _UNPACK = {n: struct.Struct(f) .unpack_from for n, f in ((1, "<B"), (2, "<H"), (4, "<I"), (8, "<Q"))}
 _UNPACK_SIGNED = {n: struct.Struct(f).unpack_from for n, f in ((1, "<b"), (2, "<h"), (4, "<i"), (8, "<q"))}
@@ -25,12 +31,25 @@ _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 U64 = 0xFFFFFFFFFFFFFFFF
 
 
+class AccessHook(Protocol):
+    """Field-aware access to a region, for contexts whose uapi layout differs from the model behind them.
+
+    This is the run-time form of the kernel's convert_ctx_accesses: e.g. a 32-bit load of `__sk_buff.data`
+    yields the 64-bit packet pointer. Accesses to a hooked region never take the fast path.
+    """
+
+    def load(self, offset: int, size: int, pc: int) -> int: ...
+
+    def store(self, offset: int, size: int, value: int, pc: int) -> None: ...
+
+
 class Region:
     """A host buffer a program may access: [start, end) with a name for error messages."""
 
-    __slots__ = ("name", "start", "end", "cdata", "view", "writable")
+    __slots__ = ("name", "start", "end", "cdata", "view", "writable", "hook")
 
-    def __init__(self, name: str, cdata, size: int, writable: bool):
+    def __init__(self, name: str, cdata, size: int, writable: bool, hook: AccessHook | None = None):
+        self.hook = hook
         self.name = name
         self.cdata = cdata
         self.start = int(ffi.cast("uintptr_t", cdata))
@@ -67,6 +86,10 @@ class Memory:
         # One-entry caches of the last region hit, for loads and for stores: [start, end, view].
         self._rcache: list = [1, 0, None]
         self._wcache: list = [1, 0, None]
+        self._native_regions = ffi.new("struct bpfvm_region[]", 16)
+        self.native_table = ffi.new("struct bpfvm_region_table *")
+        self.native_table.capacity = 16
+        self.native_table.regions = self._native_regions
         self._build_accessors()
 
     # -- the region table -------------------------------------------------------------------------------
@@ -79,9 +102,11 @@ class Memory:
         self._insert(region)
         return region
 
-    def add_cdata(self, name: str, cdata, size: int, *, writable: bool = True) -> Region:
+    def add_cdata(
+        self, name: str, cdata, size: int, *, writable: bool = True, hook: AccessHook | None = None
+    ) -> Region:
         """Make existing host memory (owned by `cdata`) accessible to the program."""
-        region = Region(name, cdata, size, writable)
+        region = Region(name, cdata, size, writable, hook)
         self._insert(region)
         return region
 
@@ -92,6 +117,7 @@ class Memory:
                 raise ValueError(f"region {region.name} overlaps {neighbour.name}")
         self._starts.insert(i, region.start)
         self._regions.insert(i, region)
+        self._sync_native()
 
     def remove(self, region: Region) -> None:
         i = bisect.bisect_left(self._starts, region.start)
@@ -100,6 +126,23 @@ class Memory:
             del self._regions[i]
         self._rcache[:] = [1, 0, None]
         self._wcache[:] = [1, 0, None]
+        self._sync_native()
+
+    def _sync_native(self) -> None:
+        """Mirror the plain (unhooked) regions into the C-visible table, sorted by start address.
+
+        Hooked regions are left out: native code must not bypass their field rules.
+        """
+        plain = [r for r in self._regions if r.hook is None]
+        if len(plain) > self.native_table.capacity:
+            capacity = max(2 * len(plain), 16)
+            self._native_regions = ffi.new("struct bpfvm_region[]", capacity)
+            self.native_table.regions = self._native_regions
+            self.native_table.capacity = capacity
+        for k, region in enumerate(plain):
+            slot = self._native_regions[k]
+            slot.start, slot.end, slot.writable = region.start, region.end, int(region.writable)
+        self.native_table.count = len(plain)
 
     @property
     def regions(self) -> list[Region]:
@@ -121,8 +164,9 @@ class Memory:
             raise MemoryFault(f"invalid memory access: {kind} of {size} bytes at {addr:#x} is outside every region", pc)
         if write and not region.writable:
             raise MemoryFault(f"invalid memory access: write of {size} bytes to read-only region {region.name} at {addr:#x}", pc)
-        cache = self._wcache if write else self._rcache
-        cache[0], cache[1], cache[2] = region.start, region.end, region.view
+        if region.hook is None:
+            cache = self._wcache if write else self._rcache
+            cache[0], cache[1], cache[2] = region.start, region.end, region.view
         return region
 
     # -- byte-level helpers for helpers and models ------------------------------------------------------
@@ -157,6 +201,8 @@ class Memory:
                 if start <= addr and addr + size <= end:
                     return unpack(view, addr - start)[0]
                 region = locate(addr, size, False, pc)
+                if region.hook is not None:
+                    return region.hook.load(addr - region.start, size, pc) & U64
                 return unpack(region.view, addr - region.start)[0]
 
             return load
@@ -167,6 +213,10 @@ class Memory:
                 if start <= addr and addr + size <= end:
                     return unpack(view, addr - start)[0] & U64
                 region = locate(addr, size, False, pc)
+                if region.hook is not None:
+                    bits = 8 * size
+                    value = region.hook.load(addr - region.start, size, pc) & ((1 << bits) - 1)
+                    return (value - (1 << bits) if value >> (bits - 1) else value) & U64
                 return unpack(region.view, addr - region.start)[0] & U64
 
             return load
@@ -178,6 +228,9 @@ class Memory:
                     pack(view, addr - start, value & mask)
                     return
                 region = locate(addr, size, True, pc)
+                if region.hook is not None:
+                    region.hook.store(addr - region.start, size, value & mask, pc)
+                    return
                 pack(region.view, addr - region.start, value & mask)
 
             return store

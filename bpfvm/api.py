@@ -1,0 +1,132 @@
+"""The Python API: load an object, look at its programs and maps, run programs.
+
+    obj = bpfvm.load("prog.o")
+    result = obj.programs["xdp_prog"].run(data=packet, repeat=64)
+    obj.maps["hits"][0]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .engines import get_engine
+from .errors import BpfvmError, LoadError
+from .interp import DEFAULT_INSN_LIMIT, Runtime
+from .memory import Memory
+from .program import MapSpec, Program
+from .progtypes import RunInput
+from .testrun import RunResult, test_run
+
+
+class BpfObject:
+    """A loaded object: its programs and its maps, which live as long as the object and persist across runs."""
+
+    def __init__(self, objfile: Any, *, ncpus: int = 1, options: dict[str, Any] | None = None):
+        from helpers.maps import create_map
+
+        self.path = getattr(objfile, "path", None)
+        self.license: str = getattr(objfile, "license", "")
+        self.btf = getattr(objfile, "btf", None)
+        self.options = dict(options or {})
+        self.memory = Memory()
+        self.runtime = Runtime(self.memory, insn_limit=self.options.get("insn_limit", DEFAULT_INSN_LIMIT))
+        self.maps: dict[str, Any] = {}
+        for spec in objfile.maps:
+            instance = create_map(spec, self.memory, ncpus=ncpus)
+            self.runtime.add_map(spec, instance)
+            self.maps[spec.name] = instance
+        self._attach_helpers()
+        self.programs: dict[str, ProgramHandle] = {
+            name: ProgramHandle(self, program) for name, program in objfile.programs.items()
+        }
+
+    def _attach_helpers(self) -> None:
+        from helpers.registry import attach
+
+        attach(self.runtime, options=self.options)
+
+    def program(self, name: str | None = None) -> "ProgramHandle":
+        """The program called `name`, or the only/first program when no name is given."""
+        if not self.programs:
+            raise LoadError(f"{self.path}: the object holds no programs")
+        if name is None:
+            return next(iter(self.programs.values()))
+        if name not in self.programs:
+            raise BpfvmError(f"no program {name!r} in {self.path} (programs: {', '.join(self.programs)})")
+        return self.programs[name]
+
+    def map(self, name: str) -> Any:
+        if name not in self.maps:
+            raise BpfvmError(f"no map {name!r} in {self.path} (maps: {', '.join(self.maps) or 'none'})")
+        return self.maps[name]
+
+    def __repr__(self) -> str:
+        return f"<BpfObject {self.path}: {len(self.programs)} programs, {len(self.maps)} maps>"
+
+
+class ProgramHandle:
+    """One program of an object, runnable on any engine."""
+
+    def __init__(self, obj: BpfObject, program: Program):
+        self.obj = obj
+        self.program = program
+        self._prepared: dict[str, Any] = {}
+        self._bound: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    def _runnable(self, program: Program, engine: str) -> Any:
+        key = f"{engine}:{id(program)}"
+        bound = self._bound.get(key)
+        if bound is None:
+            prepared = get_engine(engine).prepare(program, verified=False)
+            bound = self._bound[key] = prepared.bind(self.obj.runtime)
+        return bound
+
+    def run(
+        self,
+        data: bytes | None = None,
+        *,
+        ctx: bytes | None = None,
+        repeat: int = 1,
+        engine: str = "interp",
+        skb_linear: int | None = None,
+        xdp_frags: int | None = None,
+    ) -> RunResult:
+        """Test-run the program as BPF_PROG_TEST_RUN does, on `engine`."""
+        run_input = RunInput(data_in=data, ctx_in=ctx, skb_linear=skb_linear, xdp_frags=xdp_frags)
+        return test_run(
+            self.program, self.obj.runtime, lambda p: self._runnable(_as_program(p), engine), run_input,
+            repeat=repeat,
+        )
+
+    def __repr__(self) -> str:
+        return f"<program {self.name} ({self.program.prog_type}, {len(self.program)} insns)>"
+
+
+def _as_program(target: Any) -> Program:
+    """Tail-call targets come out of PROG_ARRAY maps as handles or programs."""
+    if isinstance(target, ProgramHandle):
+        return target.program
+    if isinstance(target, Program):
+        return target
+    raise BpfvmError(f"tail call to {target!r}, which is not a program")
+
+
+def load(path: str | Path, *, prog_type: str | None = None, ncpus: int = 1, **options: Any) -> BpfObject:
+    """Load a clang-compiled BPF object (`clang -O2 -g -target bpf`)."""
+    from .elf import load_object
+
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise LoadError(f"{path}: is a directory, not an object file")
+    objfile = load_object(path, prog_type=prog_type) if prog_type else load_object(path)
+    return BpfObject(objfile, ncpus=ncpus, options=options)
+
+
+__all__ = ["BpfObject", "MapSpec", "ProgramHandle", "RunResult", "load"]

@@ -1,0 +1,197 @@
+"""The running kernel as an oracle: load an object with bpftool and run it with BPF_PROG_TEST_RUN.
+
+Only test runs: programs are loaded and pinned under a private directory of bpffs, run with `bpftool prog run`,
+and unpinned (which unloads them) when the `KernelObject` closes. Nothing is ever attached to a hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BpfvmError
+
+BPFFS = Path("/sys/fs/bpf")
+
+
+class KernelUnavailable(BpfvmError):
+    """The kernel cannot serve as an oracle here (no bpftool, no bpffs, or bpf() refused)."""
+
+
+@dataclass
+class KernelRunResult:
+    retval: int
+    duration_ns: int
+    data_out: bytes = b""
+    ctx_out: bytes = b""
+
+
+def _ensure_bpffs() -> None:
+    if os.path.ismount(BPFFS):
+        return
+    if os.geteuid() != 0:
+        raise KernelUnavailable("bpffs is not mounted at /sys/fs/bpf and we are not root to mount it")
+    done = subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise KernelUnavailable(f"cannot mount bpffs: {done.stderr.strip() or done.returncode}")
+
+
+def kernel_unavailable_reason() -> str | None:
+    """None when the kernel can load and test-run programs here; otherwise why not (for pytest skips)."""
+    if shutil.which("bpftool") is None:
+        return "bpftool is not installed"
+    try:
+        _ensure_bpffs()
+    except KernelUnavailable as exc:
+        return str(exc)
+    return _probe_prog_load()
+
+
+_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+
+
+def _probe_prog_load() -> str | None:
+    """Load `r0 = 0; exit` as a socket filter with bpf(BPF_PROG_LOAD); None if the kernel accepts it."""
+    import ctypes
+    import platform
+    import struct
+
+    number = _BPF_SYSCALL.get(platform.machine())
+    if number is None:
+        return f"no bpf() syscall number known for {platform.machine()}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    # union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license
+    struct.pack_into("<IIQQ", attr, 0, 1, 2, ctypes.addressof(insns), ctypes.addressof(license_))
+    fd = libc.syscall(number, 5, attr, 128)
+    if fd < 0:
+        return f"bpf(BPF_PROG_LOAD) refused: {os.strerror(ctypes.get_errno())}"
+    os.close(fd)
+    return None
+
+
+class KernelObject:
+    """An object loaded into the kernel with all its programs and maps pinned in a private bpffs directory."""
+
+    def __init__(self, path: str | Path, *, prog_type: str | None = None):
+        _ensure_bpffs()
+        self.path = Path(path)
+        self.pin_dir = BPFFS / f"bpfvm-{uuid.uuid4().hex[:12]}"
+        self.map_dir = self.pin_dir / "maps"
+        cmd = ["bpftool", "prog", "loadall", str(self.path), str(self.pin_dir)]
+        if prog_type:
+            cmd += ["type", prog_type]
+        cmd += ["pinmaps", str(self.map_dir)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            self.close()
+            lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+            raise KernelUnavailable(f"the kernel refused {self.path.name}: {lines[-1] if lines else done.returncode}")
+
+    def __enter__(self) -> "KernelObject":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pin_dir.exists():
+            for p in sorted(self.pin_dir.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+                if p.is_dir():
+                    p.rmdir()
+                else:
+                    p.unlink()
+            self.pin_dir.rmdir()
+
+    # -- programs --------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        prog: str,
+        *,
+        data_in: bytes | None = None,
+        ctx_in: bytes | None = None,
+        repeat: int = 1,
+        data_size_out: int | None = None,
+        ctx_size_out: int | None = None,
+    ) -> KernelRunResult:
+        pin = self.pin_dir / prog
+        if not pin.exists():
+            raise BpfvmError(f"the kernel has no program {prog!r} from {self.path.name}")
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = ["bpftool", "-j", "prog", "run", "pinned", str(pin)]
+            if data_in is not None:
+                (Path(tmp) / "in").write_bytes(data_in)
+                cmd += ["data_in", str(Path(tmp) / "in"), "data_out", str(Path(tmp) / "out")]
+                if data_size_out is not None:
+                    cmd += ["data_size_out", str(data_size_out)]
+            if ctx_in is not None:
+                (Path(tmp) / "ctx").write_bytes(ctx_in)
+                cmd += ["ctx_in", str(Path(tmp) / "ctx"), "ctx_out", str(Path(tmp) / "ctxout")]
+                if ctx_size_out is not None:
+                    cmd += ["ctx_size_out", str(ctx_size_out)]
+            if repeat > 1:
+                cmd += ["repeat", str(repeat)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            report = _json_or_none(done.stdout)
+            if done.returncode != 0 or report is None or "error" in report:
+                message = (report or {}).get("error") or done.stderr.strip() or f"exit {done.returncode}"
+                raise BpfvmError(f"kernel test run of {prog} failed: {message}")
+            out = Path(tmp) / "out"
+            ctx_out = Path(tmp) / "ctxout"
+            return KernelRunResult(
+                retval=int(report["retval"]) & 0xFFFFFFFF,
+                duration_ns=int(report.get("duration", 0)),
+                data_out=out.read_bytes() if out.exists() else b"",
+                ctx_out=ctx_out.read_bytes() if ctx_out.exists() else b"",
+            )
+
+    # -- maps ------------------------------------------------------------------------------------------------------
+    def _map_pin(self, name: str) -> Path:
+        """Maps are pinned by libbpf's name: global data as `<obj>_bss`, `<obj>_data`, `<obj>_rodata` ..."""
+        pins = {pin.name: pin for pin in self.map_dir.iterdir()}  # bpffs refuses stat() of some absent names
+        if name in pins:
+            return pins[name]
+        wanted = "_" + name.lstrip(".").replace(".", "_")
+        for pin_name, pin in pins.items():
+            if name.startswith(".") and pin_name.endswith(wanted):
+                return pin
+        raise BpfvmError(f"the kernel has no map {name!r} from {self.path.name}")
+
+    def map_dump(self, name: str) -> dict[bytes, bytes]:
+        """Every key and value of a map (per-CPU maps: the values of all CPUs concatenated)."""
+        done = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(self._map_pin(name))],
+                              capture_output=True, text=True)
+        entries = _json_or_none(done.stdout)
+        if done.returncode != 0 or not isinstance(entries, list):
+            raise BpfvmError(f"kernel map dump of {name} failed: {done.stderr.strip() or done.stdout.strip()}")
+        out: dict[bytes, bytes] = {}
+        for entry in entries:
+            key = bytes(int(b, 16) for b in entry["key"])
+            if "values" in entry:
+                value = b"".join(bytes(int(b, 16) for b in v["value"]) for v in entry["values"])
+            else:
+                value = bytes(int(b, 16) for b in entry["value"])
+            out[key] = value
+        return out
+
+    def map_update(self, name: str, key: bytes, value: bytes) -> None:
+        cmd = ["bpftool", "map", "update", "pinned", str(self._map_pin(name)),
+               "key", "hex", *[f"{b:02x}" for b in key], "value", "hex", *[f"{b:02x}" for b in value]]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BpfvmError(f"kernel map update of {name} failed: {done.stderr.strip()}")
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        return None
