@@ -47,7 +47,7 @@ def main() -> None:
 
     \b
     Examples:
-      bpfvm run --repeat 64 examples/xdp_pass.o
+      bpfvm run --repeat 64 --data-size 1000 examples/dynptr_slice.o
       bpfvm conformance ../shared/conformance/tests
       bpfvm disasm prog.o
     """
