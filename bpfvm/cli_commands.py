@@ -147,7 +147,7 @@ def info(path: Path, prog_type: str | None) -> None:
                    f"max_entries {spec.max_entries}{' readonly' if spec.readonly else ''}")
     btf = getattr(objfile, "btf", None)
     if btf is not None:
-        click.echo(f"btf: {len(btf.types) - 1 if hasattr(btf, 'types') else '?'} types")
+        click.echo(f"btf: {len(btf)} types")
 
 
 @main.command()

@@ -187,8 +187,17 @@ class _Ref:
     name: str = ""
 
 
+def load_library(source: str | os.PathLike | bytes | bytearray | memoryview) -> ObjectFile:
+    """Load a function library: every global function of `.text` becomes a program of type "unspec".
+
+    This is how kfunc libraries (inlinable kfunc bodies compiled to BPF) are read: calls to undefined
+    symbols become kfunc calls by name, as in any object.
+    """
+    return load_object(source, kernel_btf=False, _library=True)
+
+
 def load_object(source: str | os.PathLike | bytes | bytearray | memoryview, *, prog_type: str | None = None,
-                kernel_btf: Btf | str | os.PathLike | bool | None = None) -> ObjectFile:
+                kernel_btf: Btf | str | os.PathLike | bool | None = None, _library: bool = False) -> ObjectFile:
     """Load a BPF ELF object (a path or its bytes).
 
     `prog_type` overrides the program type of every program section (and lets sections libbpf does not
@@ -209,7 +218,7 @@ def load_object(source: str | os.PathLike | bytes | bytearray | memoryview, *, p
             raise LoadError(f"unknown program type '{prog_type}'")
         prog_type = canonical
     try:
-        obj = _Loader(data, prog_type, kernel_btf).load()
+        obj = _Loader(data, prog_type, kernel_btf, library=_library).load()
     except LoadError as exc:
         raise LoadError(f"{label}: {exc}") from None
     except RecursionError:
@@ -239,7 +248,8 @@ def _read_ident(data: bytes) -> None:
 
 
 class _Loader:
-    def __init__(self, data: bytes, prog_type: str | None, kernel_btf: Any):
+    def __init__(self, data: bytes, prog_type: str | None, kernel_btf: Any, library: bool = False):
+        self.library = library
         self.data = data
         self.forced_type = prog_type
         self.kernel_btf_arg = kernel_btf
@@ -280,7 +290,13 @@ class _Loader:
         for sec_idx, funcs in self.funcs.items():
             sec = self.sections[sec_idx]
             if sec.name == ".text":
+                if self.library:
+                    for func in funcs:
+                        if func.bind != STB_LOCAL:
+                            programs[func.name] = self._link(func, "unspec", license_)
                 continue
+            if self.library:
+                raise LoadError(f"section '{sec.name}': a function library holds code only in .text")
             prog_type = self.forced_type or prog_type_for_section(sec.name)
             if prog_type is None:
                 raise LoadError(
