@@ -57,6 +57,15 @@ def _write_output(path: Path | None, data: bytes, what: str) -> None:
         raise BpfvmError(f"cannot write {what} {path}: {exc.strerror}") from None
 
 
+def _load_object_file(path: Path, prog_type: str | None):
+    """The parsed object (no maps created): for commands that only look at it."""
+    from .elf import load_object
+
+    if path.is_dir():
+        raise BpfvmError(f"{path}: is a directory, not an object file")
+    return load_object(path, prog_type=prog_type) if prog_type else load_object(path)
+
+
 def _load(path: Path, prog_type: str | None, options: dict[str, Any] | None = None):
     from .api import load
 
@@ -92,8 +101,10 @@ def run(path: Path, prog_name: str | None, prog_type: str | None, repeat: int, d
 
     Prints `Return value: R, duration (average): Nns` as bpftool does.
     """
+    from .engines import get_engine
     from .extensions import load_helper_files
 
+    get_engine(engine)  # an unknown engine is refused before any work
     load_helper_files(helper_files)
     if data_in is not None and data_size is not None:
         raise click.UsageError("give --data-in or --data-size, not both")
@@ -129,9 +140,7 @@ def run(path: Path, prog_name: str | None, prog_type: str | None, repeat: int, d
 @TYPE_OPTION
 def info(path: Path, prog_type: str | None) -> None:
     """Programs, maps and a BTF summary of PROG.o."""
-    from .elf import load_object
-
-    objfile = load_object(path, prog_type=prog_type) if prog_type else load_object(path)
+    objfile = _load_object_file(path, prog_type)
     click.echo(f"{path}: license {objfile.license or '(none)'!r}")
     click.echo("programs:")
     for name, prog in objfile.programs.items():
@@ -159,9 +168,8 @@ def info(path: Path, prog_type: str | None) -> None:
 def disasm(path: Path, prog_name: str | None, prog_type: str | None, opcodes: bool, no_source: bool) -> None:
     """Disassemble programs of PROG.o in the kernel's `bpftool prog dump xlated` syntax."""
     from .disasm import disasm as render
-    from .elf import load_object
 
-    objfile = load_object(path, prog_type=prog_type) if prog_type else load_object(path)
+    objfile = _load_object_file(path, prog_type)
     names = [prog_name] if prog_name else list(objfile.programs)
     for name in names:
         if name not in objfile.programs:
