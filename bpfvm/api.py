@@ -82,6 +82,9 @@ class ProgramHandle:
         key = f"{engine}:{id(program)}"
         bound = self._bound.get(key)
         if bound is None:
+            from helpers.registry import check_program_helpers
+
+            check_program_helpers(program)  # unknown helper ids and kfuncs are refused by name, before running
             prepared = get_engine(engine).prepare(program, verified=False)
             bound = self._bound[key] = prepared.bind(self.obj.runtime)
         return bound

@@ -600,6 +600,8 @@ class BoundProgram:
         helper = self.runtime.helpers.get(target)
         if helper is None:
             raise HelperError(f"callx to unknown helper #{target}", pc)
+        if target in CALLBACK_HELPER_IDS:
+            self.runtime.frame[0], self.runtime.frame[1] = r10 + self.runtime.frame_size, depth - 1
         return helper(self.runtime, r1, r2, r3, r4, r5)
 
     def _ld_abs(self, ctx: int, offset: int, size: int, pc: int) -> int:

@@ -158,7 +158,6 @@ for _builtin in (
     SkbType("sched_act", ("action",)),
     SkbType("cgroup_skb"),
     SkbType("lwt_in"), SkbType("lwt_out"), SkbType("lwt_xmit"),
-    SkbType("flow_dissector"),
     XdpType(),
     RawTracepointType(),
     SyscallType(),

@@ -88,7 +88,8 @@ def _run_once(runtime: Runtime, runnable: Any, runnable_for: RunnableFor, ctx: i
             return r0, tail_calls, insns + current.steps
         except TailCall as jump:
             insns += current.steps
-            tail_calls = runtime.tail_calls = tail_calls + 1
+            # bpf_tail_call leaves the kernel's count before this jump (attempts included) in runtime.tail_calls
+            tail_calls = runtime.tail_calls = runtime.tail_calls + 1
             if tail_calls > MAX_TAIL_CALLS:  # the helper checks the limit; this guards a broken helper
                 raise VMFault(f"more than {MAX_TAIL_CALLS} tail calls") from None
             current = runnable_for(jump.target)
