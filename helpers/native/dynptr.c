@@ -152,46 +152,27 @@ uint64_t bpfvm_dynptr_data(struct bpfvm_env *env, struct bpfvm_dynptr_kern *ptr,
     }
 }
 
-uint64_t bpfvm_dynptr_slice(struct bpfvm_env *env, struct bpfvm_dynptr_kern *ptr, uint32_t offset, uint64_t buffer,
-                            uint32_t len, int rdwr)
+/* Check what a slice of [offset, offset+len) would touch, before the shared kfunc body (inlinable_kfuncs.c)
+ * runs: the buffer must be writable program memory, an SKB/XDP dynptr must name this run's model, and a
+ * LOCAL/RINGBUF slice must lie in a region. Out-of-range or NULL dynptrs pass: the body returns NULL for them.
+ * Returns 0 with a fault set when the slice must not be taken. */
+int bpfvm_dynptr_slice_ok(struct bpfvm_env *env, const struct bpfvm_dynptr_kern *ptr, uint32_t offset,
+                          uint64_t buffer, uint32_t len, int rdwr)
 {
     const char *what = rdwr ? "bpf_dynptr_slice_rdwr" : "bpf_dynptr_slice";
-    void *buf = NULL;
-    if (buffer) {
-        if (!bpfvm_mem_arg(env, buffer, len, 1, rdwr ? "bpf_dynptr_slice_rdwr buffer" : "bpf_dynptr_slice buffer"))
-            return 0;
-        buf = BPFVM_PTR(buffer);
-    }
-    if (!ptr->data || (rdwr && bpfvm_dynptr_is_rdonly(ptr)))
+    if (buffer && !bpfvm_mem_arg(env, buffer, len, 1, rdwr ? "bpf_dynptr_slice_rdwr buffer" : "bpf_dynptr_slice buffer"))
         return 0;
-    if (bpfvm_dynptr_check_off_len(ptr, offset, len))
-        return 0;
-    uint32_t off = ptr->offset + offset;
+    if (!ptr->data || (rdwr && bpfvm_dynptr_is_rdonly(ptr)) || bpfvm_dynptr_check_off_len(ptr, offset, len))
+        return 1;
     switch (bpfvm_dynptr_get_type(ptr)) {
     case BPFVM_DYNPTR_TYPE_LOCAL:
     case BPFVM_DYNPTR_TYPE_RINGBUF:
-        return BPFVM_U64(local_mem(env, ptr, offset, len, rdwr, what));
-    case BPFVM_DYNPTR_TYPE_SKB: {
-        struct bpfvm_skb *skb = skb_of(env, ptr, what);
-        if (!skb)
-            return 0;
-        if (buf)
-            return BPFVM_U64(bpfvm_skb_header_pointer(skb, (int32_t)off, (int32_t)len, buf));
-        return BPFVM_U64(bpfvm_skb_pointer_if_linear(skb, (int32_t)off, (int32_t)len));
-    }
-    case BPFVM_DYNPTR_TYPE_XDP: {
-        struct bpfvm_xdp *xdp = xdp_of(env, ptr, what);
-        if (!xdp)
-            return 0;
-        uint64_t p = bpfvm_xdp_pointer(xdp, off, len);
-        if (p && !bpfvm_is_err(p))
-            return p;
-        if (!buf)
-            return 0;
-        bpfvm_xdp_copy_buf(xdp, off, buf, len, 0);
-        return BPFVM_U64(buf);
-    }
+        return local_mem(env, ptr, offset, len, rdwr, what) != NULL;
+    case BPFVM_DYNPTR_TYPE_SKB:
+        return skb_of(env, ptr, what) != NULL;
+    case BPFVM_DYNPTR_TYPE_XDP:
+        return xdp_of(env, ptr, what) != NULL;
     default:
-        return 0;
+        return 1;
     }
 }

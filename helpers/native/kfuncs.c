@@ -5,6 +5,7 @@
  * Same calling convention as helpers: (env, r1..r5) -> r0, faults in env->fault.
  */
 #include "dynptr.h"
+#include "inlinable_kfuncs.h"
 #include "helpers.cdef"
 #include "kfuncs.cdef"
 
@@ -71,52 +72,46 @@ KFUNC(bpf_dynptr_from_xdp)
 }
 
 /* -- dynptr accessors -------------------------------------------------------------------------------- */
+/* The inlinable dynptr kfuncs: validate what the program handed over, then run the shared body of
+ * inlinable_kfuncs.c, the same C the inliner copies into programs as BPF. */
 KFUNC(bpf_dynptr_slice)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_slice ptr");
-    return ptr ? bpfvm_dynptr_slice(env, ptr, (uint32_t)r2, r3, (uint32_t)r4, 0) : 0;
+    if (!ptr || !bpfvm_dynptr_slice_ok(env, ptr, (uint32_t)r2, r3, (uint32_t)r4, 0))
+        return 0;
+    return BPFVM_U64(bpfvm_inlinable_bpf_dynptr_slice(ptr, (uint32_t)r2, BPFVM_PTR(r3), (uint32_t)r4));
 }
 
 KFUNC(bpf_dynptr_slice_rdwr)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_slice_rdwr ptr");
-    return ptr ? bpfvm_dynptr_slice(env, ptr, (uint32_t)r2, r3, (uint32_t)r4, 1) : 0;
+    if (!ptr || !bpfvm_dynptr_slice_ok(env, ptr, (uint32_t)r2, r3, (uint32_t)r4, 1))
+        return 0;
+    return BPFVM_U64(bpfvm_inlinable_bpf_dynptr_slice_rdwr(ptr, (uint32_t)r2, BPFVM_PTR(r3), (uint32_t)r4));
 }
 
 KFUNC(bpf_dynptr_size)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_size ptr");
-    if (!ptr)
-        return 0;
-    return ptr->data ? bpfvm_dynptr_get_size(ptr) : (uint32_t)-EINVAL;   /* a __u32 result */
+    return ptr ? bpfvm_inlinable_bpf_dynptr_size(ptr) : 0;   /* a __u32 result */
 }
 
 KFUNC(bpf_dynptr_is_null)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_is_null ptr");
-    return ptr ? !ptr->data : 0;
+    return ptr ? (uint64_t)bpfvm_inlinable_bpf_dynptr_is_null(ptr) : 0;
 }
 
 KFUNC(bpf_dynptr_is_rdonly)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_is_rdonly ptr");
-    return ptr && ptr->data ? (uint64_t)bpfvm_dynptr_is_rdonly(ptr) : 0;
+    return ptr ? (uint64_t)bpfvm_inlinable_bpf_dynptr_is_rdonly(ptr) : 0;
 }
 
 KFUNC(bpf_dynptr_adjust)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 1, "bpf_dynptr_adjust ptr");
-    if (!ptr)
-        return 0;
-    uint32_t start = (uint32_t)r2, end = (uint32_t)r3;
-    if (!ptr->data || start > end)
-        return BPFVM_ERR(-EINVAL);
-    uint32_t size = bpfvm_dynptr_get_size(ptr);
-    if (start > size || end > size)
-        return BPFVM_ERR(-ERANGE);
-    ptr->offset += start;
-    ptr->size = (ptr->size & ~(uint32_t)BPFVM_DYNPTR_SIZE_MASK) | (end - start);
-    return 0;
+    return ptr ? BPFVM_ERR(bpfvm_inlinable_bpf_dynptr_adjust(ptr, (uint32_t)r2, (uint32_t)r3)) : 0;
 }
 
 KFUNC(bpf_dynptr_clone)
