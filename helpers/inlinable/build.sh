@@ -3,4 +3,4 @@
 # source the native library compiles for the host). -mcpu=v3 as the RFC compiles its inlinable kfuncs.
 set -euo pipefail
 cd "$(dirname "$0")"
-"${CLANG:-clang-19}" -O2 -target bpf -mcpu=v3 -ffreestanding -I../native -c ../native/inlinable_kfuncs.c -o kfuncs.o
+"${CLANG:-clang-19}" -O2 -g -target bpf -mcpu=v3 -ffreestanding -I../native -c ../native/inlinable_kfuncs.c -o kfuncs.o

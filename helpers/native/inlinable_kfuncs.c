@@ -56,41 +56,53 @@ static inline __attribute__((always_inline)) void *slice(const struct bpfvm_dynp
     }
 }
 
-int BPFVM_INLINABLE(bpf_dynptr_is_null)(const struct bpfvm_dynptr_kern *ptr)
+/* The kernel's prototypes take `struct bpf_dynptr *` (which the verifier recognises as a dynptr argument)
+ * and read it as the kernel-side layout. */
+#define KERN(p) ((struct bpfvm_dynptr_kern *)(p))
+
+int BPFVM_INLINABLE(bpf_dynptr_is_null)(const struct bpf_dynptr *p)
 {
-    return !ptr->data;
+    return !KERN(p)->data;
 }
 
-int BPFVM_INLINABLE(bpf_dynptr_is_rdonly)(const struct bpfvm_dynptr_kern *ptr)
+int BPFVM_INLINABLE(bpf_dynptr_is_rdonly)(const struct bpf_dynptr *p)
 {
+    const struct bpfvm_dynptr_kern *ptr = KERN(p);
+
     if (!ptr->data)
         return 0;
     return dynptr_rdonly(ptr);
 }
 
-uint32_t BPFVM_INLINABLE(bpf_dynptr_size)(const struct bpfvm_dynptr_kern *ptr)
+uint32_t BPFVM_INLINABLE(bpf_dynptr_size)(const struct bpf_dynptr *p)
 {
+    const struct bpfvm_dynptr_kern *ptr = KERN(p);
+
     if (!ptr->data)
         return (uint32_t)-BPFVM_EINVAL;
     return dynptr_size(ptr);
 }
 
-void *BPFVM_INLINABLE(bpf_dynptr_slice)(const struct bpfvm_dynptr_kern *ptr, uint32_t offset, void *buffer__opt,
+void *BPFVM_INLINABLE(bpf_dynptr_slice)(const struct bpf_dynptr *p, uint32_t offset, void *buffer__opt,
                                         uint32_t buffer__szk)
 {
-    return slice(ptr, offset, buffer__opt, buffer__szk);
+    return slice(KERN(p), offset, buffer__opt, buffer__szk);
 }
 
-void *BPFVM_INLINABLE(bpf_dynptr_slice_rdwr)(const struct bpfvm_dynptr_kern *ptr, uint32_t offset,
+void *BPFVM_INLINABLE(bpf_dynptr_slice_rdwr)(const struct bpf_dynptr *p, uint32_t offset,
                                              void *buffer__opt, uint32_t buffer__szk)
 {
+    const struct bpfvm_dynptr_kern *ptr = KERN(p);
+
     if (!ptr->data || dynptr_rdonly(ptr))
         return 0;
     return slice(ptr, offset, buffer__opt, buffer__szk);
 }
 
-int BPFVM_INLINABLE(bpf_dynptr_adjust)(struct bpfvm_dynptr_kern *ptr, uint32_t start, uint32_t end)
+int BPFVM_INLINABLE(bpf_dynptr_adjust)(const struct bpf_dynptr *p, uint32_t start, uint32_t end)
 {
+    struct bpfvm_dynptr_kern *ptr = KERN(p);
+
     uint32_t size;
 
     if (!ptr->data || start > end)

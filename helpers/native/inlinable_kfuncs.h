@@ -42,6 +42,8 @@ extern void bpf_xdp_copy_buf(const void *xdp, uint64_t off, void *buf, uint64_t 
     bpfvm_xdp_copy_buf((struct bpfvm_xdp *)(xdp), (off), (buf), (len), (flush))
 #endif
 
+struct bpf_dynptr; /* opaque: the uapi type of kfunc parameters; bodies read it as struct bpfvm_dynptr_kern */
+
 #define BPFVM_EINVAL 22
 #define BPFVM_ERANGE 34
 #define BPFVM_E2BIG 7
@@ -49,14 +51,14 @@ extern void bpf_xdp_copy_buf(const void *xdp, uint64_t off, void *buf, uint64_t 
 
 /* The kfunc bodies (host names; the BPF library object exports them under their kernel names). */
 #ifndef __bpf__
-int BPFVM_INLINABLE(bpf_dynptr_is_null)(const struct bpfvm_dynptr_kern *ptr);
-int BPFVM_INLINABLE(bpf_dynptr_is_rdonly)(const struct bpfvm_dynptr_kern *ptr);
-uint32_t BPFVM_INLINABLE(bpf_dynptr_size)(const struct bpfvm_dynptr_kern *ptr);
-void *BPFVM_INLINABLE(bpf_dynptr_slice)(const struct bpfvm_dynptr_kern *ptr, uint32_t offset, void *buffer__opt,
+int BPFVM_INLINABLE(bpf_dynptr_is_null)(const struct bpf_dynptr *p);
+int BPFVM_INLINABLE(bpf_dynptr_is_rdonly)(const struct bpf_dynptr *p);
+uint32_t BPFVM_INLINABLE(bpf_dynptr_size)(const struct bpf_dynptr *p);
+void *BPFVM_INLINABLE(bpf_dynptr_slice)(const struct bpf_dynptr *p, uint32_t offset, void *buffer__opt,
                                         uint32_t buffer__szk);
-void *BPFVM_INLINABLE(bpf_dynptr_slice_rdwr)(const struct bpfvm_dynptr_kern *ptr, uint32_t offset,
+void *BPFVM_INLINABLE(bpf_dynptr_slice_rdwr)(const struct bpf_dynptr *p, uint32_t offset,
                                              void *buffer__opt, uint32_t buffer__szk);
-int BPFVM_INLINABLE(bpf_dynptr_adjust)(struct bpfvm_dynptr_kern *ptr, uint32_t start, uint32_t end);
+int BPFVM_INLINABLE(bpf_dynptr_adjust)(const struct bpf_dynptr *p, uint32_t start, uint32_t end);
 #endif
 
 #endif

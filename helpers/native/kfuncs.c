@@ -79,7 +79,7 @@ KFUNC(bpf_dynptr_slice)
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_slice ptr");
     if (!ptr || !bpfvm_dynptr_slice_ok(env, ptr, (uint32_t)r2, r3, (uint32_t)r4, 0))
         return 0;
-    return BPFVM_U64(bpfvm_inlinable_bpf_dynptr_slice(ptr, (uint32_t)r2, BPFVM_PTR(r3), (uint32_t)r4));
+    return BPFVM_U64(bpfvm_inlinable_bpf_dynptr_slice((const struct bpf_dynptr *)ptr, (uint32_t)r2, BPFVM_PTR(r3), (uint32_t)r4));
 }
 
 KFUNC(bpf_dynptr_slice_rdwr)
@@ -87,31 +87,31 @@ KFUNC(bpf_dynptr_slice_rdwr)
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_slice_rdwr ptr");
     if (!ptr || !bpfvm_dynptr_slice_ok(env, ptr, (uint32_t)r2, r3, (uint32_t)r4, 1))
         return 0;
-    return BPFVM_U64(bpfvm_inlinable_bpf_dynptr_slice_rdwr(ptr, (uint32_t)r2, BPFVM_PTR(r3), (uint32_t)r4));
+    return BPFVM_U64(bpfvm_inlinable_bpf_dynptr_slice_rdwr((const struct bpf_dynptr *)ptr, (uint32_t)r2, BPFVM_PTR(r3), (uint32_t)r4));
 }
 
 KFUNC(bpf_dynptr_size)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_size ptr");
-    return ptr ? bpfvm_inlinable_bpf_dynptr_size(ptr) : 0;   /* a __u32 result */
+    return ptr ? bpfvm_inlinable_bpf_dynptr_size((const struct bpf_dynptr *)ptr) : 0;   /* a __u32 result */
 }
 
 KFUNC(bpf_dynptr_is_null)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_is_null ptr");
-    return ptr ? (uint64_t)bpfvm_inlinable_bpf_dynptr_is_null(ptr) : 0;
+    return ptr ? (uint64_t)bpfvm_inlinable_bpf_dynptr_is_null((const struct bpf_dynptr *)ptr) : 0;
 }
 
 KFUNC(bpf_dynptr_is_rdonly)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 0, "bpf_dynptr_is_rdonly ptr");
-    return ptr ? (uint64_t)bpfvm_inlinable_bpf_dynptr_is_rdonly(ptr) : 0;
+    return ptr ? (uint64_t)bpfvm_inlinable_bpf_dynptr_is_rdonly((const struct bpf_dynptr *)ptr) : 0;
 }
 
 KFUNC(bpf_dynptr_adjust)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 1, "bpf_dynptr_adjust ptr");
-    return ptr ? BPFVM_ERR(bpfvm_inlinable_bpf_dynptr_adjust(ptr, (uint32_t)r2, (uint32_t)r3)) : 0;
+    return ptr ? BPFVM_ERR(bpfvm_inlinable_bpf_dynptr_adjust((const struct bpf_dynptr *)ptr, (uint32_t)r2, (uint32_t)r3)) : 0;
 }
 
 KFUNC(bpf_dynptr_clone)
