@@ -236,6 +236,8 @@ class _Emitter:
     # -- one instruction ------------------------------------------------------------------------------------
     def insn(self, i: int, insn: Insn) -> tuple[list[str], bool]:
         """Python statements for `insn` at slot i, and whether control never falls through."""
+        if writes_frame_pointer(insn):
+            raise LoadError(f"insn {i}: frame pointer is read only")
         cls = insn.cls
         if cls in (isa.ALU, isa.ALU64):
             return [self.alu(insn)], False
@@ -443,6 +445,18 @@ class _Emitter:
         size = isa.SIZE_BYTES[isa.mem_size(insn.opcode)]
         offset = str(insn.imm) if isa.mem_mode(insn.opcode) == isa.ABS else f"r{insn.src} + {insn.imm}"
         return f"r0 = ld_abs(r6, {offset}, {size}, {i})"
+
+
+def writes_frame_pointer(insn: Insn) -> bool:
+    """Whether `insn` assigns r10, which the kernel forbids (and the stack fast paths rely on)."""
+    cls = insn.cls
+    if cls in (isa.ALU, isa.ALU64, isa.LDX) or insn.opcode == isa.OP_LDDW:
+        return insn.dst == isa.FRAME_POINTER
+    if cls == isa.STX and isa.mem_mode(insn.opcode) == isa.ATOMIC:
+        if insn.imm == isa.ATOMIC_LOAD_ACQ:
+            return insn.dst == isa.FRAME_POINTER
+        return bool(insn.imm & isa.FETCH) and insn.src == isa.FRAME_POINTER
+    return False
 
 
 def _ident(name: str) -> str:
