@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .engines import get_engine
 from .errors import BpfvmError, LoadError
@@ -17,6 +17,9 @@ from .memory import Memory
 from .program import MapSpec, Program
 from .progtypes import RunInput
 from .testrun import RunResult, test_run
+
+if TYPE_CHECKING:
+    from .pipeline import Prepared
 
 
 class BpfObject:
@@ -37,6 +40,7 @@ class BpfObject:
             self.runtime.add_map(spec, instance)
             self.maps[spec.name] = instance
         self._attach_helpers()
+        self.kfunc_library = _kfunc_library(self.options.get("kfunc_libraries", ()))
         self.programs: dict[str, ProgramHandle] = {
             name: ProgramHandle(self, program) for name, program in objfile.programs.items()
         }
@@ -45,6 +49,12 @@ class BpfObject:
         from helpers.registry import attach
 
         attach(self.runtime, options=self.options)
+
+    def handle_of(self, program: Program) -> "ProgramHandle":
+        for handle in self.programs.values():
+            if handle.program is program:
+                return handle
+        raise BpfvmError(f"program {program.name} does not belong to {self.path}")
 
     def program(self, name: str | None = None) -> "ProgramHandle":
         """The program called `name`, or the only/first program when no name is given."""
@@ -71,22 +81,43 @@ class ProgramHandle:
     def __init__(self, obj: BpfObject, program: Program):
         self.obj = obj
         self.program = program
-        self._prepared: dict[str, Any] = {}
-        self._bound: dict[str, Any] = {}
+        self._prepared: dict[tuple[str, bool], Any] = {}
+        self._bound: dict[tuple[str, str, int], Any] = {}
 
     @property
     def name(self) -> str:
         return self.program.name
 
-    def _runnable(self, program: Program, engine: str) -> Any:
-        key = f"{engine}:{id(program)}"
-        bound = self._bound.get(key)
-        if bound is None:
-            from helpers.registry import check_program_helpers
+    def prepare(self, inline: str = "none", *, verify: bool = True, log_level: int = 0) -> "Prepared":
+        """Verify and rewrite the program for an inline mode (cached): see `bpfvm.pipeline`."""
+        from helpers.registry import check_program_helpers
 
-            check_program_helpers(program)  # unknown helper ids and kfuncs are refused by name, before running
-            prepared = get_engine(engine).prepare(program, verified=False)
-            bound = self._bound[key] = prepared.bind(self.obj.runtime)
+        from .pipeline import prepare
+
+        key = (inline, verify)
+        if key not in self._prepared or log_level:
+            check_program_helpers(self.program)  # unknown helper ids and kfuncs are refused by name
+            prepared = prepare(self.program, mode=inline, verify=verify, library=self.obj.kfunc_library,
+                               log_level=log_level)
+            if log_level:
+                return prepared
+            self._prepared[key] = prepared
+        return self._prepared[key]
+
+    def xlated(self, inline: str = "none", *, verify: bool = True) -> Program:
+        """The program as an engine runs it: verified, dead code removed, kfuncs inlined per `inline`."""
+        return self.prepare(inline, verify=verify).program
+
+    def _runnable(self, program: Program, engine: str, inline: str, verify: bool) -> Any:
+        """`program` (this one or a tail-call target) prepared for `inline` and bound for `engine`."""
+        handle = self if program is self.program else self.obj.handle_of(program)
+        key = (engine, inline, verify)
+        bound = handle._bound.get(key)
+        if bound is None:
+            prepared = handle.prepare(inline, verify=verify)
+            engine_impl = get_engine(engine)
+            bound = engine_impl.prepare(prepared.program, verified=prepared.verified).bind(self.obj.runtime)
+            handle._bound[key] = bound
         return bound
 
     def run(
@@ -96,18 +127,35 @@ class ProgramHandle:
         ctx: bytes | None = None,
         repeat: int = 1,
         engine: str = "interp",
+        inline: str = "none",
+        verify: bool = True,
         skb_linear: int | None = None,
         xdp_frags: int | None = None,
     ) -> RunResult:
-        """Test-run the program as BPF_PROG_TEST_RUN does, on `engine`."""
+        """Test-run the program as BPF_PROG_TEST_RUN does, on `engine`, with kfunc inlining `inline`
+        ("none", "plain" or "pruned"). `verify=False` runs an unverified program (interpreter only)."""
+        if not verify and engine != "interp":
+            raise BpfvmError(f"the {engine} engine runs only verified programs; drop --no-verify")
         run_input = RunInput(data_in=data, ctx_in=ctx, skb_linear=skb_linear, xdp_frags=xdp_frags)
         return test_run(
-            self.program, self.obj.runtime, lambda p: self._runnable(_as_program(p), engine), run_input,
-            repeat=repeat,
+            self.program, self.obj.runtime, lambda p: self._runnable(_as_program(p), engine, inline, verify),
+            run_input, repeat=repeat,
         )
 
     def __repr__(self) -> str:
         return f"<program {self.name} ({self.program.prog_type}, {len(self.program)} insns)>"
+
+
+def _kfunc_library(paths: Any) -> Any:
+    """The built-in inlinable kfuncs plus any libraries given for this object (RFC patch 04)."""
+    from .kfunclib import default_library
+
+    library = default_library()
+    if paths:
+        library = library.copy()
+        for path in paths:
+            library.load(path)
+    return library
 
 
 def _as_program(target: Any) -> Program:

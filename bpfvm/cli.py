@@ -59,6 +59,17 @@ ENGINE_OPTION = click.option(
 )
 
 
+INLINE_OPTION = click.option(
+    "--inline", "inline", type=click.Choice(["none", "plain", "pruned"]), default="none", show_default=True,
+    help="Inlinable kfuncs: none (calls stay calls), plain (bodies copied in after verification) or pruned "
+         "(bodies instantiated per call site, verified, dead branches removed, then copied in).",
+)
+KFUNCS_OPTION = click.option(
+    "--kfuncs", "kfunc_libraries", multiple=True, type=click.Path(exists=True, dir_okay=False),
+    help="A BPF object whose global functions are further inlinable kfuncs. Repeatable.",
+)
+
+
 def _load_user_helpers(paths: tuple[str, ...]) -> dict[int, Callable[..., int]]:
     from .extensions import load_helper_files
 

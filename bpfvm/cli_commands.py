@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import ENGINE_OPTION, main
+from .cli import ENGINE_OPTION, INLINE_OPTION, KFUNCS_OPTION, main
 from .errors import BpfvmError
 
 OBJECT = click.argument("path", metavar="PROG.o", type=click.Path(path_type=Path))
@@ -91,12 +91,15 @@ def _load(path: Path, prog_type: str | None, options: dict[str, Any] | None = No
 @click.option("--helpers", "helper_files", multiple=True, type=click.Path(exists=True),
               help="Python file registering helpers/kfuncs with @bpfvm.helper / @bpfvm.kfunc. Repeatable.")
 @ENGINE_OPTION
+@INLINE_OPTION
+@KFUNCS_OPTION
+@click.option("--no-verify", is_flag=True, help="Run without the verifier (interpreter only: it checks every access).")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 def run(path: Path, prog_name: str | None, prog_type: str | None, repeat: int, data_in: Path | None,
         data_size: int | None, data_out: Path | None, ctx_in: Path | None, ctx_out: Path | None,
         map_updates: tuple[tuple[str, str, str], ...], dump_maps: bool, skb_linear: int | None,
         xdp_frags: int | None, max_insns: int | None, helper_files: tuple[str, ...], engine: str,
-        as_json: bool) -> None:
+        inline: str, kfunc_libraries: tuple[str, ...], no_verify: bool, as_json: bool) -> None:
     """Load PROG.o and test-run a program the way BPF_PROG_TEST_RUN does.
 
     Prints `Return value: R, duration (average): Nns` as bpftool does.
@@ -108,7 +111,7 @@ def run(path: Path, prog_name: str | None, prog_type: str | None, repeat: int, d
     load_helper_files(helper_files)
     if data_in is not None and data_size is not None:
         raise click.UsageError("give --data-in or --data-size, not both")
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"kfunc_libraries": kfunc_libraries}
     if max_insns:
         options["insn_limit"] = max_insns
     obj = _load(path, prog_type, options)
@@ -117,12 +120,12 @@ def run(path: Path, prog_name: str | None, prog_type: str | None, repeat: int, d
         bpf_map = obj.map(name)
         bpf_map[parse_bytes(key, bpf_map.key_size, "key")] = parse_bytes(value, bpf_map.value_size, "value")
     data = _read_input(data_in, "packet") if data_in else (bytes(data_size) if data_size is not None else None)
-    result = handle.run(data, ctx=_read_input(ctx_in, "context"), repeat=repeat, engine=engine,
-                        skb_linear=skb_linear, xdp_frags=xdp_frags)
+    result = handle.run(data, ctx=_read_input(ctx_in, "context"), repeat=repeat, engine=engine, inline=inline,
+                        verify=not no_verify, skb_linear=skb_linear, xdp_frags=xdp_frags)
     _write_output(data_out, result.data_out, "packet")
     _write_output(ctx_out, result.ctx_out, "context")
     if as_json:
-        report = {"program": handle.name, "engine": engine, **result.to_json()}
+        report = {"program": handle.name, "engine": engine, "inline": inline, **result.to_json()}
         if dump_maps:
             report["maps"] = {name: m.dump() for name, m in obj.maps.items()}
         click.echo(json.dumps(report, indent=2))

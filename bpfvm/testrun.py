@@ -55,9 +55,9 @@ def test_run(
     prog_type = get_prog_type(program.prog_type)
     if repeat > 1 and not prog_type.supports_repeat:
         raise BpfvmError(f"{prog_type.name} programs run once per test run (the kernel refuses repeat)")
+    runnable = runnable_for(program)  # verification and compile errors come before input errors
     context = prog_type.make_context(runtime.memory, runtime, run_input)
     try:
-        runnable = runnable_for(program)
         first_output = len(runtime.output)
         r0, tail_calls, insns, elapsed = _run_repeat(runtime, runnable, runnable_for, context.address, repeat)
         data_out, ctx_out = context.finish()

@@ -1,0 +1,221 @@
+"""The one instruction patcher every rewrite uses: replace, insert or remove instruction slots while keeping
+everything that refers to slot numbers right (the kernel's bpf_patch_insn_data, verifier_remove_insns,
+bpf_adj_branches, adjust_subprog_starts, bpf_adj_linfo and adjust_insn_aux_data are the model):
+
+  * jump offsets (`off`, and `imm` of `gotol`/ja32), local call offsets (`imm` of `call pc+N`) and
+    function addresses (`imm` of `lddw rX, subprog[...]`) of every instruction outside the edited range;
+  * subprogram starts (`Program.funcs`);
+  * BTF line info (`Program.line_info`);
+  * per-slot facts (`Program.aux`).
+
+All edits work in place on the Program and return it. `replace(program, start, count, new)` is the
+general form: slots [start, start+count) become `new` (a lddw is two slots). A jump from outside into the
+replaced range lands on the first new slot (so "insert before slot s" keeps jumps to s on the inserted code,
+as the kernel's patches do); jumps inside `new` are relative and kept as given. Removing slots that a
+surviving jump still targets is an error, as is an offset that no longer fits in 16 bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import isa
+from .errors import BpfvmError
+from .isa import Insn
+from .program import FuncInfo, LineInfo, Program
+
+S16_MIN, S16_MAX = -(1 << 15), (1 << 15) - 1
+S32_MIN, S32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+class PatchError(BpfvmError):
+    """An edit that would leave the program inconsistent."""
+
+
+def _ref_kind(insn: Insn) -> str | None:
+    """Which field of `insn` holds a slot-relative reference: 'off', 'imm', or None."""
+    if insn.opcode == isa.OP_LDDW:
+        return "imm" if insn.src == isa.PSEUDO_FUNC else None
+    cls = insn.cls
+    if cls not in (isa.JMP, isa.JMP32):
+        return None
+    op = insn.opcode & 0xF0
+    if op == isa.EXIT or insn.opcode == isa.OP_CALLX:
+        return None
+    if op == isa.CALL:
+        return "imm" if insn.src == isa.PSEUDO_CALL else None
+    if insn.opcode == isa.OP_JA32:
+        return "imm"
+    return "off"
+
+
+def _slot_starts(insns: Sequence[Insn]) -> list[bool]:
+    flags = [False] * len(insns)
+    i = 0
+    while i < len(insns):
+        flags[i] = True
+        i += 2 if insns[i].opcode == isa.OP_LDDW else 1
+    return flags
+
+
+def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
+            aux: Sequence[dict[str, Any] | None] | None = None) -> Program:
+    """Replace slots [start, start + count) with `new`. `aux` gives the facts of the new slots; by default
+    the facts of the last replaced slot go to the last new slot and the others inherit its `seen` (as the
+    kernel's adjust_insn_aux_data does for a patch that ends with the original instruction)."""
+    insns = program.insns
+    n = len(insns)
+    if start < 0 or count < 0 or start + count > n:
+        raise PatchError(f"patch range [{start}, {start + count}) is outside the program of {n} slots")
+    starts = _slot_starts(insns)
+    if start < n and not starts[start] or (start + count < n and not starts[start + count]):
+        raise PatchError(f"patch range [{start}, {start + count}) splits a lddw")
+    new = list(new)
+    new_len = len(new)
+    delta = new_len - count
+    end_old = start + count
+
+    def map_slot(t: int) -> int:
+        if t < start:
+            return t
+        if t >= end_old:
+            return t + delta
+        return start
+
+    out: list[Insn] = []
+    i = 0
+    while i < n:
+        if i == start:
+            out.extend(new)
+            i = end_old
+            continue
+        insn = insns[i]
+        kind = _ref_kind(insn)
+        if kind is not None:
+            rel = insn.imm if kind == "imm" else insn.off
+            target = i + 1 + rel
+            if start <= target < end_old and new_len == 0:
+                raise PatchError(f"insn {i} jumps into removed slots [{start}, {end_old})")
+            new_rel = map_slot(target) - map_slot(i) - 1
+            lo, hi = (S32_MIN, S32_MAX) if kind == "imm" else (S16_MIN, S16_MAX)
+            if not lo <= new_rel <= hi:
+                raise PatchError(f"insn {i}: jump offset {new_rel} does not fit after patching")
+            insn = insn._replace(**{kind: new_rel})
+        out.append(insn)
+        if insn.opcode == isa.OP_LDDW and i + 1 < n:
+            out.append(insns[i + 1])
+            i += 2
+            continue
+        i += 1
+    if start == n:
+        out.extend(new)
+    program.insns = out
+    _adjust_funcs(program, start, count, new_len)
+    _adjust_line_info(program, start, count, new_len)
+    _adjust_aux(program, start, count, new_len, aux)
+    return program
+
+
+def _adjust_funcs(program: Program, start: int, count: int, new_len: int) -> None:
+    delta = new_len - count
+    end_old = start + count
+    funcs: list[FuncInfo] = []
+    for f in program.funcs:
+        if f.insn < start:
+            funcs.append(f)
+        elif f.insn >= end_old:
+            funcs.append(FuncInfo(f.insn + delta, f.name, f.type_id))
+        elif new_len:
+            if f.insn == start:
+                funcs.append(f)
+            # a subprogram starting inside a replaced range has no start any more
+        else:
+            # removed: a subprogram that starts inside the range survives (starting at `start`) only if
+            # it extends beyond it, i.e. no other subprogram starts before the range ends
+            later = [g.insn for g in program.funcs if start <= g.insn < end_old and g.insn > f.insn]
+            next_start = min([g.insn for g in program.funcs if g.insn >= end_old] or [len(program.insns)])
+            if not later and next_start > end_old and start < len(program.insns):
+                funcs.append(FuncInfo(start, f.name, f.type_id))
+    seen: set[int] = set()
+    program.funcs = [f for f in funcs if not (f.insn in seen or seen.add(f.insn))]
+
+
+def _adjust_line_info(program: Program, start: int, count: int, new_len: int) -> None:
+    delta = new_len - count
+    end_old = start + count
+    out: list[LineInfo] = []
+    inside: list[LineInfo] = []
+    for li in program.line_info:
+        if li.insn < start:
+            out.append(li)
+        elif li.insn >= end_old:
+            out.append(LineInfo(li.insn + delta, li.file, li.line, li.col, li.text))
+        else:
+            inside.append(li)
+    if inside:
+        if new_len:
+            first = inside[0]
+            out.append(LineInfo(start, first.file, first.line, first.col, first.text))
+        elif not any(li.insn == end_old for li in program.line_info) and end_old < len(program.insns) + count:
+            last = inside[-1]  # it still describes the slots after the removed range
+            out.append(LineInfo(start, last.file, last.line, last.col, last.text))
+    out.sort(key=lambda li: li.insn)
+    program.line_info = out
+
+
+def _adjust_aux(program: Program, start: int, count: int, new_len: int,
+                aux: Sequence[dict[str, Any] | None] | None) -> None:
+    delta = new_len - count
+    end_old = start + count
+    old = program.aux
+    new_aux: dict[int, dict[str, Any]] = {}
+    for k, v in old.items():
+        if k < start:
+            new_aux[k] = v
+        elif k >= end_old:
+            new_aux[k + delta] = v
+    if new_len:
+        if aux is not None:
+            for j, facts in enumerate(aux):
+                if facts is not None:
+                    new_aux[start + j] = dict(facts)
+        elif count:
+            last = old.get(end_old - 1)
+            seen = (last or {}).get("seen")
+            for j in range(new_len - 1):
+                if seen is not None:
+                    new_aux[start + j] = {"seen": seen}
+            if last is not None:
+                new_aux[start + new_len - 1] = dict(last)
+    program.aux = new_aux
+
+
+def patch_insn(program: Program, slot: int, new: Sequence[Insn], **kw: Any) -> Program:
+    """Replace the instruction at `slot` (both slots of a lddw) with `new`."""
+    width = 2 if program.insns[slot].opcode == isa.OP_LDDW else 1
+    return replace(program, slot, width, new, **kw)
+
+
+def insert_before(program: Program, slot: int, new: Sequence[Insn], *,
+                  aux: Sequence[dict[str, Any] | None] | None = None) -> Program:
+    """Insert `new` before the instruction at `slot`; jumps to `slot` now reach the inserted code first."""
+    if slot == len(program.insns):
+        return replace(program, slot, 0, new, aux=list(aux) if aux is not None else [None] * len(new))
+    width = 2 if program.insns[slot].opcode == isa.OP_LDDW else 1
+    old = program.insns[slot:slot + width]
+    facts = list(aux) if aux is not None else [None] * len(new)
+    facts += [program.aux.get(slot + k) for k in range(width)]
+    return replace(program, slot, width, list(new) + old, aux=facts)
+
+
+def insert_after(program: Program, slot: int, new: Sequence[Insn], *,
+                 aux: Sequence[dict[str, Any] | None] | None = None) -> Program:
+    """Insert `new` after the instruction at `slot`: it runs when `slot` falls through, while jumps to the
+    next instruction still go straight to it."""
+    width = 2 if program.insns[slot].opcode == isa.OP_LDDW else 1
+    return replace(program, slot + width, 0, new, aux=list(aux) if aux is not None else [None] * len(new))
+
+
+def remove(program: Program, start: int, count: int) -> Program:
+    """Remove slots [start, start + count) (verifier_remove_insns)."""
+    return replace(program, start, count, [])

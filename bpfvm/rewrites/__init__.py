@@ -1,0 +1,1 @@
+"""Program rewrites that run after verification (each goes through bpfvm.patcher)."""
