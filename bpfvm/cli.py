@@ -128,4 +128,5 @@ def conformance_plugin(memory: str, extra: tuple[str, ...], engine: str, helper_
     click.echo(f"{r0:x}")
 
 
-from . import cli_commands  # noqa: E402,F401  (registers the remaining subcommands on `main`)
+# Each stage registers its subcommands on `main` from a module of its own.
+from . import cli_bench, cli_commands, cli_diff, cli_verify  # noqa: E402,F401
