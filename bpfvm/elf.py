@@ -100,6 +100,15 @@ SECTION_DEFS: tuple[tuple[str, str], ...] = (
 )
 
 
+_ATTACH_TYPES = {"cgroup_skb/ingress": "cgroup_inet_ingress", "cgroup_skb/egress": "cgroup_inet_egress",
+                 "xdp.frags": "xdp", "tcx/ingress": "tcx_ingress", "tcx/egress": "tcx_egress"}
+
+
+def attach_type_for_section(name: str) -> str:
+    """The expected attach type libbpf sets for a section, where it changes verification (else "")."""
+    return _ATTACH_TYPES.get(name, "")
+
+
 def prog_type_for_section(name: str) -> str | None:
     """The program type libbpf gives a section name (lowercase BPF_PROG_TYPE_* name), or None."""
     for pattern, prog_type in SECTION_DEFS:
@@ -759,7 +768,9 @@ class _Loader:
             if pushed:
                 continue
         funcs, lines = self._debug_info(base)
-        return Program(insns=insns, name=entry.name, prog_type=prog_type, section=self.sections[entry.sec].name,
+        section = self.sections[entry.sec].name
+        return Program(insns=insns, name=entry.name, prog_type=prog_type, section=section,
+                       attach_type=attach_type_for_section(section),
                        funcs=funcs, line_info=lines, maps=maps, kfuncs=kfuncs, aux=aux, license=license_,
                        btf=self.btf)
 

@@ -8,8 +8,9 @@ library (`helpers/inlinable/kfuncs.o`) holds the dynptr kfuncs; users register m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import isa
 from .errors import LoadError
@@ -26,6 +27,7 @@ class InlinableKfunc:
     insns: tuple[Insn, ...]
     calls: tuple[str, ...]
     library: str
+    btf: Any = field(default=None, compare=False, repr=False)  # the library's BTF: the kfunc's prototype
 
     def regs_usage(self) -> "RegsUsage":
         return scan_regs_usage(self.insns)
@@ -96,6 +98,14 @@ class KfuncLibrary:
             self._kfuncs[kfunc.name] = kfunc
         return [k.name for k in added]
 
+    def btfs(self) -> tuple[Any, ...]:
+        """The BTF of every library, newest first: where the verifier finds inlinable kfuncs' prototypes."""
+        seen: dict[int, Any] = {}
+        for kfunc in reversed(list(self._kfuncs.values())):
+            if kfunc.btf is not None:
+                seen.setdefault(id(kfunc.btf), kfunc.btf)
+        return tuple(seen.values())
+
     def copy(self) -> "KfuncLibrary":
         other = KfuncLibrary()
         other._kfuncs = dict(self._kfuncs)
@@ -116,7 +126,8 @@ def read_library(path: str | Path) -> list[InlinableKfunc]:
         if len(prog.subprog_starts()) > 1:
             raise LoadError(f"{where}: inlinable kfuncs cannot call other BPF functions (make them static inline)")
         isa.validate_program(prog.insns)
-        out.append(InlinableKfunc(name=name, insns=tuple(prog.insns), calls=tuple(prog.kfuncs), library=str(path)))
+        out.append(InlinableKfunc(name=name, insns=tuple(prog.insns), calls=tuple(prog.kfuncs), library=str(path),
+                                  btf=obj.btf))
     if not out:
         raise LoadError(f"{path}: the library defines no global functions")
     return out

@@ -81,7 +81,8 @@ def prepare(
 
         specs = {slot: InstanceSpec(start, frozenset(library[_kfunc_at(prog, slot)].calls))
                  for slot, start in instances.items()}
-        analysis = run_verifier(prog, log_level=log_level, kernel_btf=kernel_btf, instances=specs)
+        analysis = run_verifier(prog, log_level=log_level, kernel_btf=kernel_btf, instances=specs,
+                                kfunc_btfs=library.btfs())
         eliminate_dead_code(prog, analysis)
     decisions: list[InlineDecision] = []
     if mode == "plain":

@@ -63,6 +63,7 @@ class Program:
     insns: list[Insn]
     name: str = "prog"
     prog_type: str = "unspec"
+    attach_type: str = ""  # the kernel's expected_attach_type, lowercase without BPF_ (e.g. cgroup_inet_egress)
     section: str = ""
     funcs: list[FuncInfo] = field(default_factory=list)
     line_info: list[LineInfo] = field(default_factory=list)

@@ -14,12 +14,14 @@ from .regs import (
     PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, RINGBUF, SCALAR,
     Reg, set_const, set_not_init, set_pointer, set_unknown, type_str,
 )
-from .state import MAX_FRAMES, Ref, State, new_frame
+from . import bounds
+from .state import MAX_FRAMES, REG_SIZE, ZERO, Ref, State, new_frame
 
 MEM_TYPES_TEXT = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
 MEM_BASES = frozenset({PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_KEY, PTR_TO_MAP_VALUE,
                        PTR_TO_MEM, KERNEL_VALUE})
 MAX_VAR_SIZE = 1 << 29
+ELIDE_NULL_MAPS = frozenset({2, 6})  # ARRAY, PERCPU_ARRAY: a constant in-range key never gives NULL
 
 # Map types (uapi) that helpers require (check_map_func_compatibility, abridged).
 MAP_PROG_ARRAY, MAP_PERF_EVENT_ARRAY, MAP_QUEUE, MAP_STACK, MAP_RINGBUF, MAP_BLOOM = 3, 4, 22, 23, 27, 30
@@ -39,9 +41,10 @@ _SPECIAL_MAPS = {MAP_PROG_ARRAY: {"tail_call"}, MAP_PERF_EVENT_ARRAY: {"perf_eve
 
 
 class CallMeta:
-    __slots__ = ("map", "mem_size", "func", "release_ref", "dynptr", "raw_regno", "const_args")
+    __slots__ = ("map", "mem_size", "func", "release_ref", "dynptr", "raw_regno", "const_args", "const_key")
 
     def __init__(self) -> None:
+        self.const_key = -1
         self.map = -1
         self.mem_size = -1
         self.func = -1
@@ -65,6 +68,8 @@ class CallMixin:
         regs = st.frames[-1].regs
         for k, kind in enumerate(proto.args):
             self._check_arg(st, proto, hid, k + 1, kind, meta)
+        if proto.name == "dynptr_from_mem" and regs[1].type != PTR_TO_MAP_VALUE:
+            raise self.reject(f"Unsupported reg type {type_str(regs[1].type)} for bpf_dynptr_from_mem data")
         if proto.name == "tail_call" and st.refs:
             raise self.reject("tail_call would lead to reference leak")
         if meta.release_ref:
@@ -83,9 +88,14 @@ class CallMixin:
         elif ret == "void":
             set_not_init(r0)
         elif ret == "map_value_or_null":
-            set_pointer(r0, PTR_TO_MAP_VALUE | MAYBE_NULL)
-            r0.map = meta.map
-            r0.id = self.new_id()
+            spec = self.maps[meta.map]
+            if proto.name == "map_lookup_elem" and 0 <= meta.const_key < spec.max_entries:
+                set_pointer(r0, PTR_TO_MAP_VALUE)  # an array element at a constant, in-range index
+                r0.map = meta.map
+            else:
+                set_pointer(r0, PTR_TO_MAP_VALUE | MAYBE_NULL)
+                r0.map = meta.map
+                r0.id = self.new_id()
         elif ret == "ringbuf_mem_or_null":
             set_pointer(r0, PTR_TO_MEM | RINGBUF | MAYBE_NULL)
             r0.mem_size = meta.mem_size
@@ -120,6 +130,8 @@ class CallMixin:
             spec = self.maps[meta.map]
             size = spec.key_size if kind == "map_key" else spec.value_size
             self.check_helper_mem(st, regno, size, kind == "uninit_map_value", False, kind == "uninit_map_value")
+            if kind == "map_key" and getattr(spec, "type", 0) in ELIDE_NULL_MAPS and meta.map < len(self.program.maps):
+                meta.const_key = self._constant_map_key(st, reg, size)
             return
         if kind in ("mem", "mem_or_null", "uninit_mem", "uninit_mem_or_null"):
             if kind.endswith("_or_null") and reg.is_null():
@@ -170,6 +182,31 @@ class CallMixin:
             self.check_dynptr_arg(st, regno, reg, kind, meta)
             return
         raise AssertionError(kind)  # pragma: no cover
+
+    def _constant_map_key(self, st: State, key: Reg, key_size: int) -> int:
+        """get_constant_map_key(): the key's value when it is a known constant on the stack, else -1."""
+        if key.type != PTR_TO_STACK or key.var.mask:
+            return -1
+        off = key.off + bounds.s64(key.var.value)
+        frame = st.frames[key.frameno]
+        k = -off - 1
+        spi, idx = k // REG_SIZE, k % REG_SIZE
+        if spi >= len(frame.stack):
+            return -1
+        slot = frame.stack[spi]
+        zeros = 0
+        i = idx
+        while i >= 0 and slot.types[i] == ZERO:
+            zeros += 1
+            i -= 1
+        if zeros >= key_size:
+            return 0
+        if not slot.is_spill() or slot.reg.type != SCALAR or slot.spill_size() != key_size:
+            return -1
+        if idx != REG_SIZE - 1 or slot.reg.var.mask:
+            return -1
+        self.mark_precise_set(st, {}, {key.frameno: {spi}})
+        return slot.reg.var.value
 
     def _check_map_compat(self, proto: Proto, hid: int, map_idx: int) -> None:
         mtype = getattr(self.maps[map_idx], "type", 0)
@@ -325,6 +362,8 @@ class CallMixin:
         self.check_leaks(st)
         r0 = self.read_reg(st, 0)
         rng = RETURN_RANGES.get(self.prog_type)
+        if self.prog_type == "cgroup_skb" and self.program.attach_type == "cgroup_inet_egress":
+            rng = (0, 3)  # egress may also ask for congestion notification (NET_XMIT_CN)
         if rng is not None:
             if r0.type != SCALAR:
                 raise self.reject(f"At program exit the register R0 is not a known value ({type_str(r0.type)})")

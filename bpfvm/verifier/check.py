@@ -84,6 +84,7 @@ class Verifier(Core, AluMixin, MemoryMixin, BranchMixin, CallMixin, PrecisionMix
                     pts.add(i)
             elif insn.is_kfunc_call() and self.kfunc_is_iter_next(i):
                 pts.add(i)
+                self.cfg.force_checkpoint.add(i)
         for p in pts:
             self.cfg.prune.add(p)
         return pts
@@ -295,14 +296,14 @@ def _round_stack(depth: int) -> int:
 
 def verify(program: Program, *, log_level: int = 0, kernel_btf: Any = None, prog_type: str | None = None,
            privileged: bool = True, max_insns: int = 1_000_000,
-           instances: dict[int, int | InstanceSpec] | None = None) -> Analysis:
+           instances: dict[int, int | InstanceSpec] | None = None, kfunc_btfs: tuple = ()) -> Analysis:
     """Verify `program`; return its Analysis or raise VerifierError (one line).
 
     `instances` maps a kfunc call slot to the start slot of its instance body (a hidden subprogram appended
     to the program) or to an `InstanceSpec`; see instances.py.
     """
     opts = Options(privileged=privileged, max_insns=max_insns, log_level=log_level, kernel_btf=kernel_btf,
-                   prog_type=prog_type or "")
+                   prog_type=prog_type or "", kfunc_btfs=tuple(kfunc_btfs))
     v = Verifier(program, opts, instances)
     try:
         return v.run()

@@ -47,6 +47,7 @@ class Options:
     log_level: int = 0
     kernel_btf: Any = None
     prog_type: str = ""
+    kfunc_btfs: tuple = ()  # BTF of kfunc libraries: prototypes of inlinable kfuncs, before the kernel's
 
 
 class Core:

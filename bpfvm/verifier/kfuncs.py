@@ -87,7 +87,7 @@ def proto_from_btf(btf: Btf, name: str) -> KProto | None:
         pt = btf.type(pid) if pid else None
         if pt is None:
             proto.params.append(KParam(p.name, "mem", suffix, 0, "", const))
-        elif pt.kind == Kind.STRUCT and pt.name == "bpf_dynptr":
+        elif pt.kind in (Kind.STRUCT, Kind.FWD) and pt.name == "bpf_dynptr":
             proto.params.append(KParam(p.name, "dynptr", suffix, 16, pt.name, const))
         elif pt.kind == Kind.STRUCT and pt.name.startswith("bpf_iter_"):
             proto.params.append(KParam(p.name, "iter", suffix, pt.size, pt.name[len("bpf_iter_"):], const))
@@ -104,6 +104,7 @@ class KfuncMixin:
     def init_kfuncs(self) -> None:
         self._kprotos: dict[str, KProto | None] = {}
         self._kbtf = self.opts.kernel_btf
+        self.extra_btfs: tuple = ()
 
     def kernel_btf(self) -> Btf | None:
         if self._kbtf is None:
@@ -123,6 +124,9 @@ class KfuncMixin:
             except Exception:  # noqa: BLE001 - malformed program BTF: use the kernel's
                 local = None
         proto = local if local is not None and all(p.name for p in local.params) else None
+        for library_btf in self.opts.kfunc_btfs:
+            if proto is None:
+                proto = proto_from_btf(library_btf, name)
         if proto is None:
             kb = self.kernel_btf()
             if kb is not None:
@@ -237,6 +241,8 @@ class KfuncMixin:
         raise self.reject(f"{label} pointer type struct {p.struct} is not supported by bpfvm")
 
     def _kfunc_mem(self, st: State, regno: int, reg: Reg, size: int, write: bool) -> None:
+        if reg.is_null():
+            return  # the kernel's check_mem_reg() allows zero size, so a NULL scalar passes
         if reg.type & MAYBE_NULL or not reg.is_pointer():
             raise self.reject(f"R{regno} type={type_str(reg.type)} expected=fp, pkt, pkt_meta, map_key, "
                               "map_value, mem, ringbuf_mem, buf, trusted_ptr_")

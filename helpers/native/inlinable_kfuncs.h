@@ -42,7 +42,11 @@ extern void bpf_xdp_copy_buf(const void *xdp, uint64_t off, void *buf, uint64_t 
     bpfvm_xdp_copy_buf((struct bpfvm_xdp *)(xdp), (off), (buf), (len), (flush))
 #endif
 
-struct bpf_dynptr; /* opaque: the uapi type of kfunc parameters; bodies read it as struct bpfvm_dynptr_kern */
+/* The uapi type of kfunc parameters (as include/uapi/linux/bpf.h declares it); bodies read it as the
+ * kernel-side struct bpfvm_dynptr_kern. */
+struct bpf_dynptr {
+    uint64_t __opaque[2];
+} __attribute__((aligned(8)));
 
 #define BPFVM_EINVAL 22
 #define BPFVM_ERANGE 34
