@@ -115,31 +115,13 @@ class Translation:
     subprogs: tuple[int, ...]
 
 
-def _block_leaders(insns: list[Insn], starts: list[int]) -> set[int]:
-    leaders = set(starts)
-    n = len(insns)
-    i = 0
-    while i < n:
-        insn = insns[i]
-        size = isa.insn_slots(insn)
-        cls = insn.cls
-        if cls in (isa.JMP, isa.JMP32):
-            op = insn.opcode & 0xF0
-            if op not in (isa.CALL, isa.EXIT):
-                leaders.add(i + 1 + insn.jump_offset())
-            if op != isa.CALL and i + 1 < n:
-                leaders.add(i + 1)
-        i += size
-    return leaders
-
-
 def translate(program: Program) -> Translation:
     """Translate `program` into Python. Structural errors (a jump out of range ...) raise LoadError."""
     insns = program.insns
     if not insns:
         raise LoadError("program has no instructions")
     starts = program.subprog_starts()
-    slot_is_start = _instruction_starts(insns)
+    slot_is_start = isa.instruction_starts(insns)
     for s in starts:
         if not slot_is_start[s]:
             raise LoadError(f"insn {s}: call or function pointer targets the middle of lddw")
@@ -163,15 +145,6 @@ def translate(program: Program) -> Translation:
     )
 
 
-def _instruction_starts(insns: list[Insn]) -> list[bool]:
-    flags = [False] * len(insns)
-    i = 0
-    while i < len(insns):
-        flags[i] = True
-        i += isa.insn_slots(insns[i])
-    return flags
-
-
 class _Emitter:
     """Turns instructions into Python statements. Registers hold unsigned 64-bit ints at all times."""
 
@@ -182,7 +155,7 @@ class _Emitter:
         self.helper_ids: set[int] = set()
         self.kfunc_names: set[str] = set()
         self.map_refs: set[tuple[str, int, int]] = set()
-        self.leaders = _block_leaders(self.insns, program.subprog_starts())
+        self.leaders = isa.block_leaders(self.insns, program.subprog_starts())
 
     # -- structure --------------------------------------------------------------------------------------
     def function(self, start: int, end: int, blocks: list[int]) -> list[str]:
@@ -236,7 +209,7 @@ class _Emitter:
     # -- one instruction ------------------------------------------------------------------------------------
     def insn(self, i: int, insn: Insn) -> tuple[list[str], bool]:
         """Python statements for `insn` at slot i, and whether control never falls through."""
-        if writes_frame_pointer(insn):
+        if isa.writes_frame_pointer(insn):
             raise LoadError(f"insn {i}: frame pointer is read only")
         cls = insn.cls
         if cls in (isa.ALU, isa.ALU64):
@@ -445,18 +418,6 @@ class _Emitter:
         size = isa.SIZE_BYTES[isa.mem_size(insn.opcode)]
         offset = str(insn.imm) if isa.mem_mode(insn.opcode) == isa.ABS else f"r{insn.src} + {insn.imm}"
         return f"r0 = ld_abs(r6, {offset}, {size}, {i})"
-
-
-def writes_frame_pointer(insn: Insn) -> bool:
-    """Whether `insn` assigns r10, which the kernel forbids (and the stack fast paths rely on)."""
-    cls = insn.cls
-    if cls in (isa.ALU, isa.ALU64, isa.LDX) or insn.opcode == isa.OP_LDDW:
-        return insn.dst == isa.FRAME_POINTER
-    if cls == isa.STX and isa.mem_mode(insn.opcode) == isa.ATOMIC:
-        if insn.imm == isa.ATOMIC_LOAD_ACQ:
-            return insn.dst == isa.FRAME_POINTER
-        return bool(insn.imm & isa.FETCH) and insn.src == isa.FRAME_POINTER
-    return False
 
 
 def _ident(name: str) -> str:

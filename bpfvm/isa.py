@@ -408,3 +408,45 @@ JMP_NAMES = {
 def insn_slots(insn: Insn) -> int:
     """How many slots the instruction starting with `insn` occupies."""
     return 2 if insn.opcode == OP_LDDW else 1
+
+
+def instruction_starts(insns: list[Insn] | tuple[Insn, ...]) -> list[bool]:
+    """For each slot, whether an instruction starts there (False for the second slot of a lddw)."""
+    flags = [False] * len(insns)
+    i = 0
+    while i < len(insns):
+        flags[i] = True
+        i += 2 if insns[i].opcode == OP_LDDW else 1
+    return flags
+
+
+def writes_frame_pointer(insn: Insn) -> bool:
+    """Whether `insn` assigns r10, which the kernel forbids ("frame pointer is read only") and which every
+    engine's in-frame stack fast path relies on."""
+    cls = insn.opcode & 0x07
+    if cls in (ALU, ALU64, LDX) or insn.opcode == OP_LDDW:
+        return insn.dst == FRAME_POINTER
+    if cls == STX and mem_mode(insn.opcode) == ATOMIC:
+        if insn.imm == ATOMIC_LOAD_ACQ:
+            return insn.dst == FRAME_POINTER
+        if insn.imm not in (ATOMIC_STORE_REL, ATOMIC_CMPXCHG) and insn.imm & FETCH:
+            return insn.src == FRAME_POINTER  # fetch and xchg write the old value into src
+    return False
+
+
+def block_leaders(insns: list[Insn], starts: list[int]) -> set[int]:
+    """First slots of basic blocks: subprogram starts, jump targets and the slots after jumps and exits.
+    (Targets may be out of range; callers check.)"""
+    leaders = set(starts)
+    n = len(insns)
+    i = 0
+    while i < n:
+        insn = insns[i]
+        if insn.opcode & 0x07 in (JMP, JMP32):
+            op = insn.opcode & 0xF0
+            if op not in (CALL, EXIT):
+                leaders.add(i + 1 + insn.jump_offset())
+            if op != CALL and i + 1 < n:
+                leaders.add(i + 1)
+        i += insn_slots(insn)
+    return leaders

@@ -49,15 +49,6 @@ def _ref_kind(insn: Insn) -> str | None:
     return "off"
 
 
-def _slot_starts(insns: Sequence[Insn]) -> list[bool]:
-    flags = [False] * len(insns)
-    i = 0
-    while i < len(insns):
-        flags[i] = True
-        i += 2 if insns[i].opcode == isa.OP_LDDW else 1
-    return flags
-
-
 def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
             aux: Sequence[dict[str, Any] | None] | None = None) -> Program:
     """Replace slots [start, start + count) with `new`. `aux` gives the facts of the new slots; by default
@@ -67,7 +58,7 @@ def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
     n = len(insns)
     if start < 0 or count < 0 or start + count > n:
         raise PatchError(f"patch range [{start}, {start + count}) is outside the program of {n} slots")
-    starts = _slot_starts(insns)
+    starts = isa.instruction_starts(insns)
     if start < n and not starts[start] or (start + count < n and not starts[start + count]):
         raise PatchError(f"patch range [{start}, {start + count}) splits a lddw")
     new = list(new)

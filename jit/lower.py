@@ -66,7 +66,6 @@ class Plan:
     leaders: set[int]
     slots: list[tuple[str, int | str]] = field(default_factory=list)  # ("helper", id) or ("kfunc", name)
     map_refs: list[tuple[int, int]] = field(default_factory=list)  # (map index, value offset or -1)
-    frame_direct: bool = True  # r10 is never written: r10-relative accesses inside the frame need no check
     proved: frozenset[int] = frozenset()
 
     @property
@@ -78,42 +77,6 @@ class Plan:
 
     def map_ref(self, index: int, offset: int) -> int:
         return self.map_refs.index((index, offset))
-
-
-def _slot_starts(insns: list[Insn]) -> list[bool]:
-    flags = [False] * len(insns)
-    i = 0
-    while i < len(insns):
-        flags[i] = True
-        i += isa.insn_slots(insns[i])
-    return flags
-
-
-def _leaders(insns: list[Insn], starts: list[int]) -> set[int]:
-    leaders = set(starts)
-    i = 0
-    while i < len(insns):
-        insn = insns[i]
-        if insn.cls in (isa.JMP, isa.JMP32):
-            op = insn.opcode & 0xF0
-            if op not in (isa.CALL, isa.EXIT):
-                leaders.add(i + 1 + insn.jump_offset())
-            if op != isa.CALL and i + 1 < len(insns):
-                leaders.add(i + 1)
-        i += isa.insn_slots(insn)
-    return leaders
-
-
-def _writes_r10(insn: Insn) -> bool:
-    cls = insn.cls
-    if cls in (isa.ALU, isa.ALU64, isa.LDX) or insn.opcode == isa.OP_LDDW:
-        return insn.dst == isa.FRAME_POINTER
-    if cls == isa.STX and isa.mem_mode(insn.opcode) != isa.MEM:
-        if insn.imm == isa.ATOMIC_LOAD_ACQ:
-            return insn.dst == isa.FRAME_POINTER
-        if insn.imm not in (isa.ATOMIC_STORE_REL, isa.ATOMIC_CMPXCHG) and insn.imm & isa.FETCH:
-            return insn.src == isa.FRAME_POINTER
-    return False
 
 
 def _reads_src_register(insn: Insn) -> bool:
@@ -131,11 +94,11 @@ def analyse(program: Program) -> Plan:
     if not insns:
         raise LoadError("program has no instructions")
     starts = program.subprog_starts()
-    is_start = _slot_starts(insns)
+    is_start = isa.instruction_starts(insns)
     for s in starts:
         if not is_start[s]:
             raise LoadError(f"insn {s}: call or function pointer targets the middle of lddw")
-    leaders = _leaders(insns, starts)
+    leaders = isa.block_leaders(insns, starts)
     bounds = starts + [len(insns)]
     funcs = [
         FuncPlan(s, bounds[k + 1], tuple(sorted(b for b in leaders if s <= b < bounds[k + 1] and is_start[b])))
@@ -144,7 +107,6 @@ def analyse(program: Program) -> Plan:
     helpers: set[int] = set()
     kfuncs: set[str] = set()
     maps: set[tuple[int, int]] = set()
-    frame_direct = True
     n = len(insns)
 
     def target(i: int, off: int) -> None:
@@ -158,8 +120,8 @@ def analyse(program: Program) -> Plan:
         cls, op = insn.cls, insn.opcode & 0xF0
         if insn.dst > isa.MAX_REG or (_reads_src_register(insn) and insn.src > isa.MAX_REG):
             raise LoadError(f"insn {i}: invalid register r{max(insn.dst, insn.src)}")
-        if _writes_r10(insn):
-            frame_direct = False
+        if isa.writes_frame_pointer(insn):
+            raise LoadError(f"insn {i}: frame pointer is read only")
         if cls in (isa.ALU, isa.ALU64):
             if op not in isa.ALU_NAMES:
                 raise LoadError(f"insn {i}: unknown opcode {insn.opcode:#04x}")
@@ -212,7 +174,7 @@ def analyse(program: Program) -> Plan:
     slots: list[tuple[str, int | str]] = [("helper", h) for h in sorted(helpers)]
     slots += [("kfunc", k) for k in sorted(kfuncs)]
     proved = frozenset(k for k, aux in program.aux.items() if isinstance(aux, dict) and aux.get("proved_safe"))
-    return Plan(funcs, leaders, slots, sorted(maps), frame_direct, proved)
+    return Plan(funcs, leaders, slots, sorted(maps), proved)
 
 
 # -- one function's IR ---------------------------------------------------------------------------------------
@@ -567,7 +529,7 @@ class FunctionLowerer:
     def _direct(self, i: int, base: int, off: int, size: int) -> bool:
         if i in self.plan.proved:
             return True
-        return self.plan.frame_direct and base == isa.FRAME_POINTER and -512 <= off and off + size <= 0
+        return base == isa.FRAME_POINTER and -512 <= off and off + size <= 0  # r10 is read only
 
     def _addr(self, reg: int, off: int) -> str:
         base = self.reg(reg)

@@ -231,3 +231,23 @@ def test_interpreter_counts_instructions() -> None:
     bound = Interpreter(prog).bind(Runtime(Memory()))
     assert bound() == 0
     assert bound.steps == 1 + 3 * 2 + 1
+
+
+@pytest.mark.parametrize(
+    "text, refused",
+    [
+        ("mov %r10, 1\nexit", True),
+        ("ldxdw %r10, [%r1]\nexit", True),
+        ("lddw %r10, 5\nexit", True),
+        ("lock fetch add [%r1], %r10\nexit", True),  # fetch writes the old value into src
+        ("lock xchg [%r1], %r10\nexit", True),
+        ("stdw [%r10-8], 0\nmov %r0, 0\nlock cmpxchg [%r10-8], %r10\nexit", False),  # cmpxchg writes r0 only
+        ("stxdw [%r10-8], %r10\nmov %r0, 0\nexit", False),  # storing r10 reads it
+    ],
+)
+def test_writes_to_the_frame_pointer_are_refused_at_load(text: str, refused: bool) -> None:
+    if refused:
+        with pytest.raises(LoadError, match=r"insn \d+: frame pointer is read only"):
+            run(text, b"\0" * 8)
+    else:
+        run(text, b"\0" * 8)
