@@ -32,6 +32,9 @@ class _Group(click.Group):
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:  # the reader went away (`bpfvm disasm x.o | head`): stop quietly
+            sys.stdout = open(os.devnull, "w")
+            sys.exit(141)
         except (OSError, MemoryError, RecursionError) as exc:
             _fail(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug in bpfvm: say so in one line, keep the traceback for developers

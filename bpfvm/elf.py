@@ -109,8 +109,31 @@ def attach_type_for_section(name: str) -> str:
     return _ATTACH_TYPES.get(name, "")
 
 
+# Section-name prefixes that libbpf before 1.0 (and the kernel's samples/bpf loader) accepted: the older
+# objects libbpf no longer takes, such as `socket1`, `xdp_prog` or `kprobe_something`.
+LEGACY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("socket", "socket_filter"), ("xdp", "xdp"), ("classifier", "sched_cls"), ("action", "sched_act"),
+    ("kprobe", "kprobe"), ("kretprobe", "kprobe"), ("tracepoint", "tracepoint"), ("raw_tracepoint", "raw_tracepoint"),
+    ("cgroup/skb", "cgroup_skb"), ("cgroup/sock", "cgroup_sock"), ("cgroup/dev", "cgroup_device"),
+    ("sk_skb", "sk_skb"), ("sk_msg", "sk_msg"), ("lwt_in", "lwt_in"), ("lwt_out", "lwt_out"),
+    ("lwt_xmit", "lwt_xmit"), ("lwt_seg6local", "lwt_seg6local"), ("sockops", "sock_ops"),
+    ("perf_event", "perf_event"), ("flow_dissector", "flow_dissector"),
+)
+
+
 def prog_type_for_section(name: str) -> str | None:
-    """The program type libbpf gives a section name (lowercase BPF_PROG_TYPE_* name), or None."""
+    """The program type libbpf gives a section name (lowercase BPF_PROG_TYPE_* name), or None. Names libbpf
+    1.x does not know fall back to the prefixes older loaders accepted."""
+    strict = _strict_prog_type(name)
+    if strict is not None:
+        return strict
+    for prefix, prog_type in LEGACY_PREFIXES:
+        if name.startswith(prefix):
+            return prog_type
+    return None
+
+
+def _strict_prog_type(name: str) -> str | None:
     for pattern, prog_type in SECTION_DEFS:
         if pattern.endswith("/"):
             if name.startswith(pattern) and len(name) > len(pattern):
@@ -309,11 +332,9 @@ class _Loader:
             prog_type = self.forced_type or prog_type_for_section(sec.name)
             if prog_type is None:
                 raise LoadError(
-                    f"section '{sec.name}': unknown program section (pass prog_type= to load it anyway)"
+                    f"section '{sec.name}': unknown program section (give its type: --type TYPE, or prog_type= in the API)"
                 )
-            for func in funcs:
-                if func.bind == STB_LOCAL:
-                    raise LoadError(f"section '{sec.name}': program '{func.name}' is static, which is not supported")
+            for func in funcs:  # static programs load too, as libbpf loads them
                 if func.name in programs:
                     raise LoadError(f"section '{sec.name}': duplicate program name '{func.name}'")
                 programs[func.name] = self._link(func, prog_type, license_)
@@ -890,9 +911,7 @@ def _parse_btf_map(btf: Btf, name: str, type_id: int, *, inner: bool) -> MapSpec
             elif m.name == "pinning":
                 if inner:
                     raise LoadError(f"map '{name}': an inner map definition cannot be pinned")
-                if value not in (uapi.LIBBPF_PIN_NONE, uapi.LIBBPF_PIN_BY_NAME):
-                    raise LoadError(f"map '{name}': invalid pinning value {value}")
-                spec.pinning = value
+                spec.pinning = value  # libbpf knows 0 and 1; other loaders (iproute2, cilium) use more. No effect here.
             elif m.name in ("key_size", "value_size"):
                 _set_size(spec, name, m.name, value)
         elif m.name in ("key", "value"):

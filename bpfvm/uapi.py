@@ -56,9 +56,19 @@ def prog_type_id(name: str) -> int:
     return PROG_TYPES[key]
 
 
+# The short names users know from section names and tools (bpftool's `type` words).
+PROG_TYPE_ALIASES = {
+    "socket": "socket_filter", "tc": "sched_cls", "classifier": "sched_cls", "tcx": "sched_cls",
+    "action": "sched_act", "raw_tp": "raw_tracepoint", "tp": "tracepoint", "kretprobe": "kprobe",
+    "cgroup/skb": "cgroup_skb", "struct_ops": "struct_ops", "fentry": "tracing", "fexit": "tracing",
+}
+
+
 def normalize_prog_type(name: str) -> str | None:
-    """The canonical lowercase program type name for "xdp", "BPF_PROG_TYPE_XDP" ...; None if unknown."""
+    """The canonical lowercase program type name for "xdp", "BPF_PROG_TYPE_XDP", "socket", "tc" ...;
+    None if unknown."""
     key = name.lower().removeprefix("bpf_prog_type_")
+    key = PROG_TYPE_ALIASES.get(key, key)
     return key if key in PROG_TYPES else None
 
 
