@@ -8,6 +8,7 @@ need_apt=()
 command -v clang-19 >/dev/null || need_apt+=(clang-19 llvm-19)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
 command -v bpftool >/dev/null || need_apt+=(bpftool)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
