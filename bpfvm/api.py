@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from .engines import get_engine
@@ -180,4 +181,18 @@ def load(path: str | Path, *, prog_type: str | None = None, ncpus: int = 1, **op
     return BpfObject(objfile, ncpus=ncpus, options=options)
 
 
-__all__ = ["BpfObject", "MapSpec", "ProgramHandle", "RunResult", "load"]
+def from_programs(*programs: Program, ncpus: int = 1, **options: Any) -> BpfObject:
+    """An object made of programs built in Python (e.g. with bpfvm.asm), such as programs of a type registered
+    with bpfvm.progtypes.register_prog_type; its maps are those the programs' `maps` lists hold."""
+    if not programs:
+        raise BpfvmError("from_programs needs at least one program")
+    names = [p.name for p in programs]
+    if len(set(names)) != len(names):
+        raise BpfvmError(f"program names must differ: {', '.join(names)}")
+    maps: dict[int, MapSpec] = {id(m): m for p in programs for m in p.maps}
+    objfile = SimpleNamespace(path=None, license=programs[0].license, btf=programs[0].btf, maps=list(maps.values()),
+                              programs={p.name: p for p in programs})
+    return BpfObject(objfile, ncpus=ncpus, options=options)
+
+
+__all__ = ["BpfObject", "MapSpec", "ProgramHandle", "RunResult", "from_programs", "load"]

@@ -50,10 +50,13 @@ def _ref_kind(insn: Insn) -> str | None:
 
 
 def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
-            aux: Sequence[dict[str, Any] | None] | None = None) -> Program:
+            aux: Sequence[dict[str, Any] | None] | None = None, retarget: bool = False) -> Program:
     """Replace slots [start, start + count) with `new`. `aux` gives the facts of the new slots; by default
     the facts of the last replaced slot go to the last new slot and the others inherit its `seen` (as the
-    kernel's adjust_insn_aux_data does for a patch that ends with the original instruction)."""
+    kernel's adjust_insn_aux_data does for a patch that ends with the original instruction).
+
+    Removing slots (empty `new`) that a surviving jump targets is an error unless `retarget`, when such
+    jumps go to the slot after the removed range (right for removed no-ops, as bpf_adj_branches does)."""
     insns = program.insns
     n = len(insns)
     if start < 0 or count < 0 or start + count > n:
@@ -74,18 +77,22 @@ def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
         return start
 
     out: list[Insn] = []
+    inserted = False
     i = 0
     while i < n:
-        if i == start:
+        if i == start and not inserted:
             out.extend(new)
+            inserted = True
             i = end_old
+            if i >= n:
+                break
             continue
         insn = insns[i]
         kind = _ref_kind(insn)
         if kind is not None:
             rel = insn.imm if kind == "imm" else insn.off
             target = i + 1 + rel
-            if start <= target < end_old and new_len == 0:
+            if start <= target < end_old and new_len == 0 and not retarget:
                 raise PatchError(f"insn {i} jumps into removed slots [{start}, {end_old})")
             new_rel = map_slot(target) - map_slot(i) - 1
             lo, hi = (S32_MIN, S32_MAX) if kind == "imm" else (S16_MIN, S16_MAX)
@@ -98,7 +105,7 @@ def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
             i += 2
             continue
         i += 1
-    if start == n:
+    if start == n and not inserted:
         out.extend(new)
     program.insns = out
     _adjust_funcs(program, start, count, new_len)
@@ -207,6 +214,6 @@ def insert_after(program: Program, slot: int, new: Sequence[Insn], *,
     return replace(program, slot + width, 0, new, aux=list(aux) if aux is not None else [None] * len(new))
 
 
-def remove(program: Program, start: int, count: int) -> Program:
-    """Remove slots [start, start + count) (verifier_remove_insns)."""
-    return replace(program, start, count, [])
+def remove(program: Program, start: int, count: int, *, retarget: bool = False) -> Program:
+    """Remove slots [start, start + count) (verifier_remove_insns); see `replace` for `retarget`."""
+    return replace(program, start, count, [], retarget=retarget)

@@ -72,6 +72,7 @@ class Program:
     aux: dict[int, dict[str, Any]] = field(default_factory=dict)
     license: str = ""
     btf: Any = None
+    ctx_converted: bool = False  # convert_ctx_accesses ran: r1 is the internal context model, not the uapi one
 
     def __len__(self) -> int:
         return len(self.insns)

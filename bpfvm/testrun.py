@@ -7,7 +7,7 @@ per run measured around the whole loop, and the return value is reported as the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .errors import BpfvmError, VMFault
@@ -56,6 +56,9 @@ def test_run(
     if repeat > 1 and not prog_type.supports_repeat:
         raise BpfvmError(f"{prog_type.name} programs run once per test run (the kernel refuses repeat)")
     runnable = runnable_for(program)  # verification and compile errors come before input errors
+    # a program whose context accesses were converted (every verified one) gets the model in r1
+    if not run_input.ctx_converted and getattr(getattr(runnable, "program", None), "ctx_converted", False):
+        run_input = replace(run_input, ctx_converted=True)
     context = prog_type.make_context(runtime.memory, runtime, run_input)
     try:
         first_output = len(runtime.output)

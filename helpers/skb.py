@@ -5,11 +5,14 @@
     data_out, ctx_out = ctx.finish()
     ctx.release()
 
-The uapi `__sk_buff` is a hooked region (`SkbCtxHook`): a load of data/data_end/data_meta yields the 64-bit
-model pointers, other loads read the model's fields, and stores reach only the fields the kernel lets the
-program type write. The packet head is one region; with `linear=N` the packet beyond N bytes goes into
-paged fragments, as kernels from 6.19 build a non-linear skb from `__sk_buff.data_end` (this kernel
-generation refuses a nonzero data_end in ctx_in, and so does this model).
+For an unverified program the uapi `__sk_buff` is a hooked region (`SkbCtxHook`): a load of
+data/data_end/data_meta yields the 64-bit model pointers, other loads read the model's fields, and stores reach
+only the fields the kernel lets the program type write. A verified program's context accesses were converted
+(helpers/ctx_convert.py), so with `converted=True` r1 is the model itself, a plain writable region.
+
+The packet head is one region; with `linear=N` the packet beyond N bytes goes into paged fragments, as
+kernels from 6.19 build a non-linear skb from `__sk_buff.data_end` (this kernel generation refuses a nonzero
+data_end in ctx_in, and so does this model).
 """
 
 from __future__ import annotations
@@ -91,10 +94,18 @@ SKB_FIELDS: dict[str, tuple[int, int]] = {
     "tstamp": (152, 8), "wire_len": (160, 4), "gso_segs": (164, 4), "sk": (168, 8), "gso_size": (176, 4),
     "tstamp_type": (180, 1), "hwtstamp": (184, 8),
 }
+# How wide the kernel's sk_buff field behind each __sk_buff field is (the target_size of its conversion): a
+# narrower load of the __sk_buff field is shifted and masked only when it is narrower than this; otherwise it
+# gives the whole value, as convert_ctx_accesses() does (a 1-byte load of pkt_type at offset 7 reads pkt_type).
+SKB_KERNEL_SIZE: dict[str, int] = {
+    "pkt_type": 1, "protocol": 2, "vlan_tci": 2, "vlan_proto": 2, "queue_mapping": 2, "tc_index": 2,
+    "tc_classid": 2, "family": 2, "remote_port": 2, "local_port": 2, "gso_segs": 2, "gso_size": 2,
+}
 # ctx_in fields BPF_PROG_TEST_RUN accepts; every other byte must be zero
 SETTABLE = frozenset({"mark", "priority", "ingress_ifindex", "ifindex", "tstamp", "wire_len", "gso_segs", "gso_size",
                       "hwtstamp"} | _CB)
 _POINTERS = frozenset({"data", "data_end", "data_meta"})
+_CB_START, _CB_END = SKB_FIELDS["cb0"][0], SKB_FIELDS["cb4"][0] + 4
 _BY_OFFSET = {off: (name, size) for name, (off, size) in SKB_FIELDS.items()}
 
 
@@ -159,7 +170,16 @@ class SkbCtxHook:
             return data - skb.meta_len
         raise AssertionError(name)  # pragma: no cover
 
+    def _cb(self, offset: int, size: int) -> Any | None:
+        """The model's bytes of a cb[] access (qdisc_skb_cb.data takes any aligned size, 8 bytes too)."""
+        if _CB_START <= offset and offset + size <= _CB_END and offset % size == 0:
+            return self.ctx.ffi.buffer(self.skb.cb)[offset - _CB_START : offset - _CB_START + size]
+        return None
+
     def load(self, offset: int, size: int, pc: int) -> int:
+        cb = self._cb(offset, size)
+        if cb is not None:
+            return int.from_bytes(cb, "little")
         field = _field_at(offset)
         if field is None:
             raise MemoryFault(f"invalid access to __sk_buff at offset {offset}", pc)
@@ -170,9 +190,15 @@ class SkbCtxHook:
             return self._value(name)
         if offset + size > start + fsize or offset % size:
             raise MemoryFault(f"invalid {size}-byte access to __sk_buff.{name} at offset {offset}", pc)
+        if size >= SKB_KERNEL_SIZE.get(name, fsize):
+            return self._value(name)
         return (self._value(name) >> (8 * (offset - start))) & ((1 << (8 * size)) - 1)
 
     def store(self, offset: int, size: int, value: int, pc: int) -> None:
+        if self._cb(offset, size) is not None:
+            start = offset - _CB_START
+            self.ctx.ffi.buffer(self.skb.cb)[start : start + size] = value.to_bytes(size, "little")
+            return
         field = _field_at(offset)
         name = field[0] if field else f"+{offset}"
         if field is None or name not in self.ctx.kind.ctx_writes or offset != field[1] or size != field[2]:
@@ -183,8 +209,8 @@ class SkbCtxHook:
         elif name == "queue_mapping":
             if value < 0xFFFF:  # NO_QUEUE_MAPPING and above are ignored
                 skb.queue_mapping = value
-        elif name == "tc_index":
-            skb.tc_index = value & 0xFFFF
+        elif name in ("tc_index", "tc_classid"):  # 16-bit fields in the kernel
+            setattr(skb, name, value & 0xFFFF)
         else:
             setattr(skb, name, value)
 
@@ -193,7 +219,7 @@ class SkbContext:
     """One test run's sk_buff: the model, its regions, and the uapi context a program gets in r1."""
 
     def __init__(self, memory: Memory, runtime: Any, prog_type: str, data_in: bytes, ctx_in: bytes | None,
-                 linear: int | None):
+                 linear: int | None, converted: bool = False):
         name = _ALIASES.get(prog_type, prog_type)
         if name not in SKB_PROG_TYPES:
             raise BpfvmError(f"{prog_type} programs have no sk_buff test run in this model")
@@ -226,8 +252,13 @@ class SkbContext:
         if ifindex > 1 and ifindex not in devices:
             raise TestRunError(errno.ENODEV, f"ctx_in: no device with ifindex {ifindex}")
 
-        # the model and its head buffer: [reserve][headroom][linear data][room to grow]
-        skb = self.skb = ffi.new("struct bpfvm_skb *")
+        # the model (with the scratch words converted accesses borrow registers in) and its head buffer:
+        # [reserve][headroom][linear data][room to grow]
+        from .ctx_convert import skb_model_size
+
+        model = ffi.new("uint8_t[]", skb_model_size())
+        self._keep.append(model)
+        skb = self.skb = ffi.cast("struct bpfvm_skb *", model)
         buf_size = RESERVE + HEADROOM + max(len(data_in), SKB_MAX_LEN) + PAGE_SIZE
         buf = ffi.new("uint8_t[]", buf_size)
         self._keep.append(buf)
@@ -257,13 +288,17 @@ class SkbContext:
             skb.len += ETH_HLEN
         self._convert_ctx_in()
 
-        # the model itself is readable (inlined kfunc bodies read it), the uapi context is hooked
-        self.model_region = self._add_region("sk_buff", skb, ffi.sizeof("struct bpfvm_skb"), False)
-        ctx_buf = ffi.new("uint8_t[]", SKB_CTX_SIZE)
-        self._keep.append(ctx_buf)
-        self.ctx_region = memory.add_cdata("__sk_buff", ctx_buf, SKB_CTX_SIZE, writable=True, hook=SkbCtxHook(self))
-        self.regions.append(self.ctx_region)
-        self.address = self.ctx_region.start
+        if converted:  # r1 is the model: converted accesses write only what the verifier let them
+            self.model_region = self._add_region("sk_buff", model, skb_model_size(), True)
+            self.address = self.model_region.start
+        else:  # the model itself is readable (inlined kfunc bodies read it), the uapi context is hooked
+            self.model_region = self._add_region("sk_buff", model, ffi.sizeof("struct bpfvm_skb"), False)
+            ctx_buf = ffi.new("uint8_t[]", SKB_CTX_SIZE)
+            self._keep.append(ctx_buf)
+            self.ctx_region = memory.add_cdata("__sk_buff", ctx_buf, SKB_CTX_SIZE, writable=True,
+                                               hook=SkbCtxHook(self))
+            self.regions.append(self.ctx_region)
+            self.address = self.ctx_region.start
         env = self.state.env
         env.ctx_kind, env.ctx_addr, env.skb = 1, self.address, skb
         env.pkt_writable = int(self.kind.writable)
@@ -400,9 +435,11 @@ class SkbContext:
 
 
 def make_skb_context(memory: Memory, runtime: Any, prog_type: str, data_in: bytes, ctx_in: bytes | None,
-                     linear: int | None) -> SkbContext:
-    """The context of a test run of an skb program: `ctx.address` is r1, `ctx.finish()` gives the outputs."""
-    return SkbContext(memory, runtime, prog_type, data_in, ctx_in, linear)
+                     linear: int | None, *, converted: bool = False) -> SkbContext:
+    """The context of a test run of an skb program: `ctx.address` is r1 (the uapi context, or with `converted`
+    the model), `ctx.finish()` gives the outputs."""
+    return SkbContext(memory, runtime, prog_type, data_in, ctx_in, linear, converted)
 
 
-__all__ = ["SKB_FIELDS", "SKB_PROG_TYPES", "SkbContext", "SkbCtxHook", "TestRunError", "make_skb_context"]
+__all__ = ["SKB_FIELDS", "SKB_KERNEL_SIZE", "SKB_PROG_TYPES", "SkbContext", "SkbCtxHook", "TestRunError",
+           "make_skb_context"]

@@ -1,8 +1,11 @@
 """The xdp_buff model of a test run: built from data_in/ctx_in as the kernel's bpf_prog_test_run_xdp() builds it.
 
     ctx = make_xdp_context(memory, runtime, packet, ctx_in, frags=None)
-    r0 = program(ctx.address)          # r1 is the uapi `struct xdp_md`
+    r0 = program(ctx.address)          # r1 is the uapi `struct xdp_md` (with converted=True: the model)
     data_out, ctx_out = ctx.finish()
+
+An unverified program reads `xdp_md` through a hooked region (`XdpCtxHook`); a verified one had its context
+loads converted into loads of `struct bpfvm_xdp` (helpers/ctx_convert.py) and gets the model itself.
 
 The frame is one 4096-byte page: XDP_PACKET_HEADROOM (256) of headroom (less any metadata, which ctx_in's
 `data` field sizes and data_in's first bytes fill), the linear packet, and the skb_shared_info tailroom
@@ -65,7 +68,8 @@ class XdpCtxHook:
 class XdpContext:
     """One test run's xdp_buff: the frame page, fragment pages and the uapi context a program gets in r1."""
 
-    def __init__(self, memory: Memory, runtime: Any, data_in: bytes, ctx_in: bytes | None, frags: int | None):
+    def __init__(self, memory: Memory, runtime: Any, data_in: bytes, ctx_in: bytes | None, frags: int | None,
+                 converted: bool = False):
         self.memory = memory
         self.runtime = runtime
         self.state = native_env(runtime)
@@ -136,12 +140,15 @@ class XdpContext:
         if nfrags:
             xdp.flags |= 1  # XDP_FLAGS_HAS_FRAGS
 
-        self._add_region("xdp_buff", xdp, ffi.sizeof("struct bpfvm_xdp"), False)
-        ctx_buf = ffi.new("uint8_t[]", XDP_MD_SIZE)
-        self._keep.append(ctx_buf)
-        region = memory.add_cdata("xdp_md", ctx_buf, XDP_MD_SIZE, writable=True, hook=XdpCtxHook(self))
-        self.regions.append(region)
-        self.address = region.start
+        model = self._add_region("xdp_buff", xdp, ffi.sizeof("struct bpfvm_xdp"), False)
+        if converted:  # converted loads read the model; XDP programs never write their context
+            self.address = model.start
+        else:
+            ctx_buf = ffi.new("uint8_t[]", XDP_MD_SIZE)
+            self._keep.append(ctx_buf)
+            region = memory.add_cdata("xdp_md", ctx_buf, XDP_MD_SIZE, writable=True, hook=XdpCtxHook(self))
+            self.regions.append(region)
+            self.address = region.start
         env = self.state.env
         env.ctx_kind, env.ctx_addr, env.xdp = 2, self.address, xdp
         env.pkt_writable = 1
@@ -184,9 +191,10 @@ class XdpContext:
 
 
 def make_xdp_context(memory: Memory, runtime: Any, data_in: bytes, ctx_in: bytes | None,
-                     frags: int | None) -> XdpContext:
-    """The context of a test run of an XDP program: `ctx.address` is r1, `ctx.finish()` gives the outputs."""
-    return XdpContext(memory, runtime, data_in, ctx_in, frags)
+                     frags: int | None, *, converted: bool = False) -> XdpContext:
+    """The context of a test run of an XDP program: `ctx.address` is r1 (the uapi context, or with `converted`
+    the model), `ctx.finish()` gives the outputs."""
+    return XdpContext(memory, runtime, data_in, ctx_in, frags, converted)
 
 
 __all__ = ["XDP_MD_FIELDS", "XdpContext", "XdpCtxHook", "make_xdp_context"]

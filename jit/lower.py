@@ -173,7 +173,8 @@ def analyse(program: Program) -> Plan:
         i += isa.insn_slots(insn)
     slots: list[tuple[str, int | str]] = [("helper", h) for h in sorted(helpers)]
     slots += [("kfunc", k) for k in sorted(kfuncs)]
-    proved = frozenset(k for k, aux in program.aux.items() if isinstance(aux, dict) and aux.get("proved_safe"))
+    proved = frozenset(k for k, aux in program.aux.items() if isinstance(aux, dict) and aux.get("proved_safe")
+                       and aux.get("mem_region") not in ("ctx", "mixed"))  # contexts are hooked regions
     return Plan(funcs, leaders, slots, sorted(maps), proved)
 
 

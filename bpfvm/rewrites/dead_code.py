@@ -83,7 +83,7 @@ def remove_nops(program: Program, analysis=None) -> int:
         insn = program.insns[i]
         is_may_goto_0 = insn == MAY_GOTO_0
         if (insn == JA_0 or is_may_goto_0) and not _second_slot(program, i):
-            remove(program, i, 1)
+            remove(program, i, 1, retarget=True)  # a jump to a no-op lands on what follows it
             removed += 1
             i -= 2 if (is_may_goto_0 and i > 0) else 1
             i = max(i, -1)

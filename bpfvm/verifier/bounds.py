@@ -111,6 +111,23 @@ def bound_offset(r: Reg) -> None:
 
 def sync(r: Reg) -> None:
     """reg_bounds_sync()."""
+    v, m = r.var
+    if m == 0:
+        # A constant: the ranges collapse to it (when they admit it; otherwise the general path below
+        # leaves them inconsistent, which is_empty() reports).
+        v32 = v & U32
+        sv = v - (1 << 64) if v >> 63 else v
+        sv32 = v32 - (1 << 32) if v32 >> 31 else v32
+        if r.umin <= v <= r.umax and r.smin <= sv <= r.smax and r.u32min <= v32 <= r.u32max \
+                and r.s32min <= sv32 <= r.s32max:
+            r.umin = r.umax = v
+            r.smin = r.smax = sv
+            r.u32min = r.u32max = v32
+            r.s32min = r.s32max = sv32
+            return
+    elif m == U64 and r.umin == 0 and r.umax == U64 and r.smin == S64_MIN and r.smax == S64_MAX \
+            and r.u32min == 0 and r.u32max == U32 and r.s32min == S32_MIN and r.s32max == S32_MAX:
+        return  # fully unknown: nothing to learn
     update_reg_bounds(r)
     deduce_bounds(r)
     deduce_bounds(r)
@@ -150,6 +167,8 @@ def zext_32_to_64(r: Reg) -> None:
 
 def coerce_to_size(r: Reg, size: int) -> None:
     """Keep the low `size` bytes, zero-extended (loads narrower than 8 bytes)."""
+    if size >= 8:
+        return
     r.var = tn.cast(r.var, size)
     mask = (1 << (size * 8)) - 1
     if (r.umin & ~mask) == (r.umax & ~mask):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from .. import isa
 from ..isa import Insn
-from .ctx import RETURN_RANGES
+from .ctx import return_range
 from .protos import LOOP_CALLBACK_HELPERS, Proto, helper_label, proto_for
 from .regs import (
     CONST_PTR_TO_MAP, KERNEL_VALUE, MAYBE_NULL, NOT_INIT, PKT_TYPES, PTR_TO_CTX, PTR_TO_FUNC, PTR_TO_MAP_KEY,
-    PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, RINGBUF, SCALAR,
+    PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_END, PTR_TO_PACKET_META, PTR_TO_STACK, RINGBUF, SCALAR,
     Reg, set_const, set_not_init, set_pointer, set_unknown, type_str,
 )
 from . import bounds
@@ -212,6 +212,8 @@ class CallMixin:
         mtype = getattr(self.maps[map_idx], "type", 0)
         need = _HELPER_MAPS.get(proto.name)
         allowed = _SPECIAL_MAPS.get(mtype)
+        if proto.name == "tail_call" and mtype != MAP_PROG_ARRAY:
+            raise self.reject("expected prog array map for tail call")
         if (need is not None and mtype not in need) or (allowed is not None and proto.name not in allowed):
             raise self.reject(f"cannot pass map_type {mtype} into func {helper_label(hid)}")
 
@@ -273,7 +275,9 @@ class CallMixin:
 
     def clear_pkt_pointers(self, st: State) -> None:
         for _, _, _, r in list(st.all_regs()):
-            if r.type & 0xFF in PKT_TYPES or r.type == 9:
+            base = r.type & 0xFF
+            # packet pointers, and slices of skb/xdp dynptrs, which point into the packet too
+            if base in PKT_TYPES or base == PTR_TO_PACKET_END or (base == PTR_TO_MEM and r.dyn_type in (3, 4)):
                 set_unknown(r) if self.opts.privileged else set_not_init(r)
 
     # -- bpf-to-bpf calls -----------------------------------------------------------------------------------------
@@ -361,7 +365,7 @@ class CallMixin:
             return True
         self.check_leaks(st)
         r0 = self.read_reg(st, 0)
-        rng = RETURN_RANGES.get(self.prog_type)
+        rng = return_range(self.prog_type, self.program.attach_type)
         if self.prog_type == "cgroup_skb" and self.program.attach_type == "cgroup_inet_egress":
             rng = (0, 3)  # egress may also ask for congestion notification (NET_XMIT_CN)
         if rng is not None:

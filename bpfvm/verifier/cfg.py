@@ -144,9 +144,11 @@ def _dfs(cfg: Cfg, insns: list[Insn], privileged: bool, instance_calls: dict[int
                 prune.add(out[0])
             elif insn.opcode == isa.OP_MAY_GOTO:
                 prune.add(t)
+                prune.add(out[1])
                 force.add(t)
             elif insn.is_cond_jump():
                 prune.add(t)
+                prune.add(out[1])  # branch targets are prune points too (push_insn with BRANCH)
             elif insn.opcode == isa.OP_LDDW and insn.src == isa.PSEUDO_FUNC:
                 roots.append(t + 1 + insn.imm)
             return out

@@ -7,6 +7,7 @@ are gathered per slot; on rejection a `VerifierError` with one line `insn N: <re
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from .. import isa
@@ -28,7 +29,7 @@ from .memory import MemoryMixin
 from .precision import PrecisionMixin
 from .prune import PruneMixin
 from .protos import proto_for
-from .regs import PTR_TO_CTX, set_pointer
+from .regs import PTR_TO_CTX, PTR_TO_PACKET, PTR_TO_PACKET_META, set_pointer, type_str
 from .state import MAX_STACK, State, new_frame
 
 MAX_COMBINED_STACK = 512
@@ -187,7 +188,7 @@ class Verifier(Core, AluMixin, MemoryMixin, BranchMixin, CallMixin, PrecisionMix
         if insn.opcode == isa.OP_EXIT:
             return self.check_exit(st)
         if insn.opcode == isa.OP_CALLX:
-            raise self.reject("BPF_CALL uses reserved fields")
+            raise self.reject("unknown opcode 8d")
         if op == isa.CALL:
             if insn.src == isa.PSEUDO_CALL:
                 self.check_subprog_call(st, insn)
@@ -223,9 +224,7 @@ class Verifier(Core, AluMixin, MemoryMixin, BranchMixin, CallMixin, PrecisionMix
             load_reg = 0 if imm == isa.ATOMIC_CMPXCHG else insn.src
             self.write_reg(st, load_reg)
         dst = st.frames[-1].regs[insn.dst]
-        if dst.type & 0xFF in (PTR_TO_CTX, 7, 8):
-            from .regs import type_str
-
+        if dst.type & 0xFF in (PTR_TO_CTX, PTR_TO_PACKET_META, PTR_TO_PACKET):
             raise self.reject(f"BPF_ATOMIC stores into R{insn.dst} {type_str(dst.type)} is not allowed")
         self.check_mem_access(st, insn.dst, insn.off, size, False, -1, atomic=True)
         if load_reg >= 0:
@@ -296,15 +295,26 @@ def _round_stack(depth: int) -> int:
 
 def verify(program: Program, *, log_level: int = 0, kernel_btf: Any = None, prog_type: str | None = None,
            privileged: bool = True, max_insns: int = 1_000_000,
-           instances: dict[int, int | InstanceSpec] | None = None, kfunc_btfs: tuple = ()) -> Analysis:
+           instances: dict[int, int | InstanceSpec] | None = None, kfunc_btfs: tuple = (),
+           internal_kfuncs: Any = ()) -> Analysis:
     """Verify `program`; return its Analysis or raise VerifierError (one line).
 
     `instances` maps a kfunc call slot to the start slot of its instance body (a hidden subprogram appended
-    to the program) or to an `InstanceSpec`; see instances.py.
+    to the program) or to an `InstanceSpec`; see instances.py. kfunc prototypes come from the program's BTF
+    (extern declarations with parameter names), then `kfunc_btfs` (e.g. inlinable kfunc libraries), then
+    `kernel_btf` (default: /sys/kernel/btf/vmlinux). `internal_kfuncs` names kernel-internal functions that
+    instance bodies may call unchecked (RFC patch 08).
     """
     opts = Options(privileged=privileged, max_insns=max_insns, log_level=log_level, kernel_btf=kernel_btf,
                    prog_type=prog_type or "", kfunc_btfs=tuple(kfunc_btfs))
-    v = Verifier(program, opts, instances)
+    try:
+        v = Verifier(program, opts, instances)
+    except Reject as exc:
+        raise VerifierError(format_error(program, exc)) from None
+    v.internal_kfuncs |= set(internal_kfuncs or ())
+    # The walk allocates many small acyclic objects: the cyclic collector only adds superlinear pauses.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         return v.run()
     except Reject as exc:
@@ -322,6 +332,9 @@ def verify(program: Program, *, log_level: int = 0, kernel_btf: Any = None, prog
         raise err from None
     except RecursionError:
         raise VerifierError("insn 0: program too complex to verify") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def format_error(program: Program, exc: Reject) -> str:

@@ -10,7 +10,7 @@ kernel would say `invalid bpf_context access`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .regs import PTR_TO_PACKET, PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR
 
@@ -225,11 +225,28 @@ RULES: dict[str, Callable[[int, int, bool], CtxField | None]] = {
 PKT_WRITE = frozenset({"sched_cls", "sched_act", "xdp", "lwt_xmit", "sk_skb", "sk_msg", "lwt_seg6local"})
 
 
+# Hook for program types registered from Python (bpfvm.progtypes installs it): name -> an object with
+# check_ctx_access(off, size, write) and return_range(attach_type), or None to use the tables here.
+_prog_type_lookup: Callable[[str], Any] | None = None
+
+
+def set_prog_type_lookup(lookup: Callable[[str], Any] | None) -> None:
+    global _prog_type_lookup
+    _prog_type_lookup = lookup
+
+
+def _registered(prog_type: str) -> Any:
+    return _prog_type_lookup(prog_type) if _prog_type_lookup is not None else None
+
+
 def check_ctx(prog_type: str, off: int, size: int, write: bool) -> CtxField | None:
-    rules = RULES.get(prog_type)
-    if rules is None or size <= 0:
+    if size <= 0:
         return None
-    return rules(off, size, write)
+    registered = _registered(prog_type)
+    if registered is not None:
+        return registered.check_ctx_access(off, size, write)
+    rules = RULES.get(prog_type)
+    return rules(off, size, write) if rules is not None else None
 
 
 def known_prog_type(prog_type: str) -> bool:
@@ -242,3 +259,10 @@ RETURN_RANGES: dict[str, tuple[int, int]] = {
     "cgroup_sysctl": (0, 1), "cgroup_sockopt": (0, 1), "cgroup_sock_addr": (0, 1), "sk_lookup": (0, 1),
     "netfilter": (0, 1),
 }
+
+
+def return_range(prog_type: str, attach_type: str = "") -> tuple[int, int] | None:
+    registered = _registered(prog_type)
+    if registered is not None:
+        return registered.return_range(attach_type)
+    return RETURN_RANGES.get(prog_type)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .ctx import PKT_WRITE
 from .regs import (
     CONST_PTR_TO_DYNPTR, MAYBE_NULL, PTR_TO_MEM, PTR_TO_STACK, RDONLY, Reg, set_const, set_not_init,
-    set_pointer, set_unknown, type_str,
+    set_pointer, set_unknown,
 )
 from .state import DYNPTR, INVALID, ITER, ITER_ACTIVE, ITER_DRAINED, REG_SIZE, Frame, State
 
@@ -51,7 +51,7 @@ class DynptrMixin:
             return reg
         frame, spi, _ = self._obj_spi(st, regno, reg, 2, "dynptr")
         if not self._dynptr_valid(frame, spi):
-            raise self.reject(f"Expected an initialized dynptr as arg #{regno}")
+            raise self.reject(f"Expected an initialized dynptr as arg #{regno - 1}")
         return frame.stack[spi].reg
 
     def _mark_dynptr(self, st: State, regno: int, reg: Reg, dtype: int, ref: int) -> int:
@@ -259,4 +259,3 @@ class DynptrMixin:
         st.insn = i + 1
 
 
-_unused = type_str

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from . import tnum as tn
 from .bounds import sync
+from .errors import Reject
 from .regs import (
     CONST_PTR_TO_DYNPTR, PTR_TO_STACK, SCALAR, Reg, mark_unbounded, set_const, set_kernel_value, set_pointer,
 )
@@ -76,12 +77,8 @@ class InstanceMixin:
                 self.instance_starts[call] = int(spec)
         for call, start in self.instance_starts.items():
             if not (0 <= call < self.n) or not self.insns[call].is_kfunc_call():
-                from .errors import Reject
-
                 raise Reject(call, f"instance declared for insn {call}, which is not a kfunc call")
             if not (0 <= start < self.n):
-                from .errors import Reject
-
                 raise Reject(call, f"instance body start {start} is outside the program")
             self.aux[call].instance = start
 
@@ -119,8 +116,7 @@ class InstanceMixin:
                 sh.id = 0
             else:
                 set_kernel_value(sh)
-        for k in range(len(proto.params), 5):
-            pass  # registers beyond the prototype stay uninitialised
+        # registers beyond the prototype's parameters stay uninitialised
         new = State()
         new.frames = [fake, body]
         new.insn = start

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from ..btf import Btf, Kind, kfunc_arg_suffix, load_vmlinux
 from ..isa import Insn
 from .regs import (
-    KERNEL_VALUE, MAYBE_NULL, PTR_TO_CTX, PTR_TO_MEM, RDONLY, SCALAR, Reg, set_const, set_kernel_value,
-    set_not_init, set_pointer, set_unknown, type_str,
+    KERNEL_VALUE, MAYBE_NULL, PTR_TO_CTX, PTR_TO_MEM, PTR_TO_STACK, SCALAR, Reg, set_kernel_value, set_not_init, set_pointer,
+    set_unknown, type_str,
 )
-from .state import ITER_ACTIVE, ITER_DRAINED, State
+from .state import State
 
 CTX_STRUCTS = {"__sk_buff", "xdp_md", "bpf_perf_event_data", "pt_regs", "bpf_raw_tracepoint_args"}
 MAX_VAR_SIZE = 1 << 29
@@ -104,7 +104,6 @@ class KfuncMixin:
     def init_kfuncs(self) -> None:
         self._kprotos: dict[str, KProto | None] = {}
         self._kbtf = self.opts.kernel_btf
-        self.extra_btfs: tuple = ()
 
     def kernel_btf(self) -> Btf | None:
         if self._kbtf is None:
@@ -277,9 +276,9 @@ class KfuncMixin:
         regs = st.frames[-1].regs
         for r in range(1, nargs + 1):
             reg = regs[r]
-            if reg.type in (SCALAR, KERNEL_VALUE) or reg.type == 0:
+            if reg.type in (SCALAR, KERNEL_VALUE, 0):
                 continue
-            if reg.base == 6:  # PTR_TO_STACK
+            if reg.base == PTR_TO_STACK:
                 self.stack_to_kernel_values(st.frames[reg.frameno])
                 continue
             raise self.reject(f"verifier bug: arg#{r - 1} unexpected register type {type_str(reg.type)}")
@@ -296,4 +295,3 @@ class KfuncMixin:
             slot.types = [SPILL] * REG_SIZE
 
 
-_unused = (RDONLY, set_const, ITER_ACTIVE, ITER_DRAINED)

@@ -99,7 +99,7 @@ def frame_str(f: Frame, map_names: Sequence[str] | None = None, only: set[int] |
             elif kinds[7] == ITER:
                 out.append(f"fp{off}=iter")
             else:
-                out.append(f"fp{off}=" + "".join(SLOT_CHARS[k] for k in reversed(kinds)))
+                out.append(f"fp{off}=" + "".join(SLOT_CHARS[k] for k in kinds))
     prefix = f"frame{f.frameno}: " if f.frameno else ""
     return prefix + " ".join(out)
 

@@ -191,9 +191,6 @@ class MemoryMixin:
             dst.range = 0
 
     # -- stack -----------------------------------------------------------------------------------------------
-    def stack_frame(self, st: State, reg: Reg) -> Frame:
-        return st.frames[reg.frameno]
-
     def check_stack_bounds(self, regno: int, reg: Reg, off: int, size: int, write: bool,
                            kind: str = "") -> tuple[int, int]:
         """check_stack_access_within_bounds(); returns [min_off, max_off) relative to the frame pointer."""
@@ -386,7 +383,7 @@ class MemoryMixin:
 
     def stack_read_var(self, st: State, regno: int, frame: Frame, reg: Reg, off: int, min_off: int,
                        max_off: int, size: int, value_regno: int) -> None:
-        self.check_stack_initialized(st, regno, frame, reg, off, min_off, max_off - min_off, False)
+        self.check_stack_initialized(st, regno, frame, reg, off, min_off, max_off - min_off, False, size)
         if value_regno < 0:
             return
         dst = st.frames[-1].regs[value_regno]
@@ -402,8 +399,9 @@ class MemoryMixin:
         return frame.stack[k // REG_SIZE].types[k % REG_SIZE]
 
     def check_stack_initialized(self, st: State, regno: int, frame: Frame, reg: Reg, off: int, min_off: int,
-                                length: int, clobber: bool) -> None:
+                                length: int, clobber: bool, access_size: int | None = None) -> None:
         """check_stack_range_initialized() for the bytes [min_off, min_off + length)."""
+        size = length if access_size is None else access_size
         for i in range(min_off, min_off + length):
             k = -i - 1
             spi, idx = k // REG_SIZE, k % REG_SIZE
@@ -421,11 +419,10 @@ class MemoryMixin:
                     slot.reg.type = NOT_INIT
                     slot.types = [MISC if t == SPILL else t for t in slot.types]
                 continue
-            first = min_off if reg.var.mask == 0 else off
             if reg.var.mask == 0:
-                raise self.reject(f"invalid read from stack R{regno} off {min_off}+{i - min_off} size {length}")
-            raise self.reject(f"invalid read from stack R{regno} var_off {tnum_text(reg.var)}+{i - first} "
-                              f"size {length}")
+                raise self.reject(f"invalid read from stack R{regno} off {min_off}+{i - min_off} size {size}")
+            raise self.reject(f"invalid read from stack R{regno} var_off {tnum_text(reg.var)}+{i - min_off} "
+                              f"size {size}")
 
     # -- helper memory arguments ----------------------------------------------------------------------------
     def check_helper_mem(self, st: State, regno: int, size: int, write: bool, zero_ok: bool,

@@ -37,9 +37,6 @@ class PruneMixin:
         out[n - 1] = live[insn]
         return out
 
-    def is_convergence_point(self, insn: int) -> bool:
-        return insn in self.convergence_points
-
     def is_state_visited(self, st: State, insn: int) -> bool:
         lst = self.explored.get(insn)
         if lst is None:
@@ -50,7 +47,6 @@ class PruneMixin:
             self.jmps_processed - self.prev_jmps >= 2 and self.insn_processed - self.prev_insns >= 8)
         live = self.live_masks(st, insn)
         priv = self.opts.privileged
-        looping = False
         keep: list[State] = []
         pruned = False
         for k, old in enumerate(lst):
@@ -58,12 +54,11 @@ class PruneMixin:
                 keep.append(old)
                 continue
             if old.branches > 0:
-                looping = True
-                keep.append(old)
                 if conv:
                     if self._depth_differs(old, st, insn) and states_equal(old, st, RANGE_WITHIN, live, priv):
                         self._range_hit(old, st, live, incomplete=True)
                         pruned = True
+                        keep.append(old)
                         keep.extend(lst[k + 1:])
                         break
                 elif old.may_goto_depth == st.may_goto_depth and old.callback_depth == st.callback_depth \
@@ -73,20 +68,26 @@ class PruneMixin:
                         lines = ["cur state: " + state_str(st, self.log.map_names),
                                  "old state: " + state_str(old, self.log.map_names)]
                     raise Reject(insn, f"infinite loop detected at insn {insn}", *lines)
-                continue
-            mode = RANGE_WITHIN if old.range_only else NOT_EXACT
-            if states_equal(old, st, mode, live, priv):
-                if mode == NOT_EXACT:
-                    self.propagate_precision(old, st, live)
-                else:
-                    self.mark_live_scalars_precise(st, live)
-                old.hit_cnt += 1
-                pruned = True
-                keep.append(old)
-                keep.extend(lst[k + 1:])
-                break
-            old.miss_cnt += 1
-            if old.miss_cnt > old.hit_cnt * 3 + 3 and old.branches == 0:
+                # Inside a loop: do not add checkpoints too often (the kernel's heuristic).
+                if not force and self.jmps_processed - self.prev_jmps < 20 \
+                        and self.insn_processed - self.prev_insns < 100:
+                    add_new = False
+            else:
+                mode = RANGE_WITHIN if old.range_only else NOT_EXACT
+                if states_equal(old, st, mode, live, priv):
+                    if mode == NOT_EXACT:
+                        self.propagate_precision(old, st, live)
+                    else:
+                        self.mark_live_scalars_precise(st, live)
+                    old.hit_cnt += 1
+                    pruned = True
+                    keep.append(old)
+                    keep.extend(lst[k + 1:])
+                    break
+            if add_new:
+                old.miss_cnt += 1
+            n = 64 if force and old.branches > 0 else 3
+            if old.miss_cnt > old.hit_cnt * n + n:
                 self.cur_states -= 1
                 continue  # rarely useful: stop comparing against it (a speed heuristic, always sound)
             keep.append(old)
@@ -95,9 +96,6 @@ class PruneMixin:
             if self.log:
                 self.log.line(f"{insn}: safe")
             return True
-        if looping and not force and self.jmps_processed - self.prev_jmps < 20 \
-                and self.insn_processed - self.prev_insns < 100:
-            add_new = False
         if not add_new:
             return False
         self._add_checkpoint(st, insn, keep)

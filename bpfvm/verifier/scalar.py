@@ -233,21 +233,8 @@ def alu_scalar(op: int, d: Reg, s: Reg, is64: bool) -> None:
 
 
 def alu_divmod(op: int, d: Reg, s: Reg, is64: bool, signed: bool) -> None:
-    """Division and modulo: exact for two constants, otherwise unknown (the kernel tracks nothing here)."""
-    bits = 64 if is64 else 32
-    mask = (1 << bits) - 1
-    if reg_is_const(d, not is64) and reg_is_const(s, not is64):
-        a, b = d.var.value & mask, s.var.value & mask
-        from ..interp import _sdiv, _smod
-
-        if signed:
-            r = _sdiv(a, b, bits) if op == isa.DIV else _smod(a, b, bits)
-        elif op == isa.DIV:
-            r = a // b if b else 0
-        else:
-            r = a % b if b else a
-        mark_known(d, r & mask)
-        return
+    """Division and modulo give an unknown value, even for constants: the kernel tracks nothing here
+    (is_safe_to_compute_dst_reg_range), and matching it keeps verdicts and branch facts the kernel's."""
     _set_unknown_value(d)
     if not is64:
         zext_32_to_64(d)

@@ -116,7 +116,7 @@ class State:
     """A path's verifier state, or a checkpoint of one."""
 
     __slots__ = ("frames", "refs", "parent", "first_insn", "insn", "history", "branches", "range_only",
-                 "may_goto_depth", "callback_depth", "instance", "instance_base", "live_cache", "checkpoint_id",
+                 "may_goto_depth", "callback_depth", "instance", "instance_base", "checkpoint_id",
                  "hit_cnt", "miss_cnt")
 
     def __init__(self) -> None:
@@ -132,7 +132,6 @@ class State:
         self.callback_depth = 0
         self.instance = -1  # call slot of the instance whose body this path runs, -1 in the program proper
         self.instance_base = 0  # frame index of the instance body's own frame
-        self.live_cache = None
         self.checkpoint_id = 0
         self.hit_cnt = 0
         self.miss_cnt = 0
@@ -162,7 +161,6 @@ class State:
         s.callback_depth = self.callback_depth
         s.instance = self.instance
         s.instance_base = self.instance_base
-        s.live_cache = None
         s.checkpoint_id = 0
         s.hit_cnt = 0
         s.miss_cnt = 0
