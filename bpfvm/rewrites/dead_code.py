@@ -58,20 +58,27 @@ def _second_slot(program: Program, i: int) -> bool:
 
 
 def remove_dead_code(program: Program, analysis=None) -> int:
-    """Remove every maximal run of unseen slots; returns the number of slots removed."""
-    _facts(program, analysis)
-    removed = 0
+    """Remove every maximal run of unseen slots; returns the number of slots removed.
+
+    A dead instruction may jump into another dead run (e.g. a dead subprogram called only from dead code), in
+    either direction, so removal retargets such jumps; they disappear with their own run. Live code never
+    targets dead code once one-way branches are hard-wired."""
+    aux = _facts(program, analysis)
+    runs: list[tuple[int, int]] = []
     i = 0
-    while i < len(program.insns):
+    n = len(program.insns)
+    while i < n:
         j = 0
-        while i + j < len(program.insns) and program.aux.get(i + j, {}).get("seen") is False:
+        while i + j < n and aux.get(i + j, {}).get("seen") is False:
             j += 1
         if j:
-            remove(program, i, j)
-            removed += j
-            continue
-        i += 1
-    return removed
+            runs.append((i, j))
+            i += j
+        else:
+            i += 1
+    for start, count in reversed(runs):
+        remove(program, start, count, retarget=True)
+    return sum(count for _, count in runs)
 
 
 def remove_nops(program: Program, analysis=None) -> int:
