@@ -32,7 +32,7 @@ from .btf import Btf, BtfExt, CoreOutcome, CoreRelo, Kind, core_kind_name, core_
 from .errors import LoadError
 from .isa import (
     ALU, ALU64, LDX, OP_CALL, OP_LDDW, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_IDX,
-    PSEUDO_MAP_IDX_VALUE, ST, STX, X, Insn, decode, to_signed,
+    PSEUDO_MAP_IDX_VALUE, ST, STX, X, DecodeError, Insn, decode, to_signed, validate_program,
 )
 from .program import FuncInfo, LineInfo, MapSpec, Program
 
@@ -277,6 +277,26 @@ def _read_ident(data: bytes) -> None:
         raise LoadError("32-bit ELF objects are not supported (BPF objects are ELF64)")
     if data[5] != 1:
         raise LoadError("big-endian ELF objects are not supported (use -target bpfel or bpf on little-endian)")
+    _check_section_table(data)
+
+
+def _check_section_table(data: bytes) -> None:
+    """Check that the section header table and the section-name table lie within the file, so a corrupt
+    header is named here and not met as an overflow deep inside pyelftools (little-endian ELF64 layout)."""
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    if shnum == 0:
+        return
+    if shentsize != 64:
+        raise LoadError(f"ELF section header size is {shentsize}, not 64")
+    if shoff + shnum * shentsize > len(data):
+        raise LoadError(f"ELF section header table {shoff:#x}+{shnum}*64 lies past the end of the file "
+                        f"({len(data)} bytes)")
+    if shstrndx >= shnum:
+        raise LoadError(f"ELF section-name table index {shstrndx} is not a section (there are {shnum})")
+    name_offset, name_size = struct.unpack_from("<QQ", data, shoff + shstrndx * 64 + 24)
+    if name_offset + name_size > len(data):
+        raise LoadError(f"ELF section-name table {name_offset:#x}+{name_size} lies past the end of the file")
 
 
 class _Loader:
@@ -788,6 +808,10 @@ class _Loader:
                 i += 2 if insns[pos].opcode == OP_LDDW else 1
             if pushed:
                 continue
+        try:  # after relocation: the loader decodes raw, so this is where bad opcodes and registers are named
+            validate_program(insns)
+        except DecodeError as exc:
+            raise LoadError(f"program '{entry.name}': {exc}") from None
         funcs, lines = self._debug_info(base)
         section = self.sections[entry.sec].name
         return Program(insns=insns, name=entry.name, prog_type=prog_type, section=section,

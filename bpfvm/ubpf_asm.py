@@ -96,6 +96,8 @@ def assemble(text: str) -> list[Insn]:
             labels[m.group(1)] = pc
             continue
         tokens = _tokenize(line)
+        if not tokens:
+            raise AsmError(f"line {lineno}: no mnemonic in '{line}'")
         mnemonic = tokens[0].lower()
         if mnemonic == "exit" and "exit" not in labels:
             labels["exit"] = pc

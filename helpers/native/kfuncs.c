@@ -48,7 +48,7 @@ KFUNC(bpf_dynptr_from_skb)
         return bpfvm_faultf(env, BPFVM_FAULT_ARG, "bpf_dynptr_from_skb: arg1 is not this run's __sk_buff");
     if (r2) {
         bpfvm_dynptr_set_null(ptr);
-        return BPFVM_ERR(-EINVAL);
+        return BPFVM_INT(-EINVAL);
     }
     bpfvm_dynptr_init(ptr, env->skb, BPFVM_DYNPTR_TYPE_SKB, 0, env->skb->len);
     if (!env->pkt_writable)            /* the verifier's bpf_dynptr_from_skb_rdonly for read-only types */
@@ -65,7 +65,7 @@ KFUNC(bpf_dynptr_from_xdp)
         return bpfvm_faultf(env, BPFVM_FAULT_ARG, "bpf_dynptr_from_xdp: arg1 is not this run's xdp_md");
     if (r2) {
         bpfvm_dynptr_set_null(ptr);
-        return BPFVM_ERR(-EINVAL);
+        return BPFVM_INT(-EINVAL);
     }
     bpfvm_dynptr_init(ptr, env->xdp, BPFVM_DYNPTR_TYPE_XDP, 0, bpfvm_xdp_buff_len(env->xdp));
     return 0;
@@ -111,7 +111,7 @@ KFUNC(bpf_dynptr_is_rdonly)
 KFUNC(bpf_dynptr_adjust)
 {
     struct bpfvm_dynptr_kern *ptr = dynptr(env, r1, 1, "bpf_dynptr_adjust ptr");
-    return ptr ? BPFVM_ERR(bpfvm_inlinable_bpf_dynptr_adjust((const struct bpf_dynptr *)ptr, (uint32_t)r2, (uint32_t)r3)) : 0;
+    return ptr ? BPFVM_INT(bpfvm_inlinable_bpf_dynptr_adjust((const struct bpf_dynptr *)ptr, (uint32_t)r2, (uint32_t)r3)) : 0;
 }
 
 KFUNC(bpf_dynptr_clone)
@@ -122,7 +122,7 @@ KFUNC(bpf_dynptr_clone)
         return 0;
     if (!ptr->data) {
         bpfvm_dynptr_set_null(clone);
-        return BPFVM_ERR(-EINVAL);
+        return BPFVM_INT(-EINVAL);
     }
     memmove(clone, ptr, sizeof(*clone));
     return 0;
@@ -142,11 +142,11 @@ KFUNC(bpf_iter_num_new)
     int32_t start = (int32_t)r2, end = (int32_t)r3;
     if (start > end) {
         s[0] = s[1] = 0;
-        return BPFVM_ERR(-EINVAL);
+        return BPFVM_INT(-EINVAL);
     }
     if ((int64_t)end - (int64_t)start > BPF_MAX_LOOPS) {
         s[0] = s[1] = 0;
-        return BPFVM_ERR(-E2BIG);
+        return BPFVM_INT(-E2BIG);
     }
     s[0] = (int32_t)((uint32_t)start - 1u);   /* next() is called first */
     s[1] = end;
@@ -205,10 +205,10 @@ KFUNC(skb_copy_bits)
         return 0;
     int32_t len = (int32_t)r4;
     if (len < 0)
-        return BPFVM_ERR(-EFAULT);
+        return BPFVM_INT(-EFAULT);
     if (!bpfvm_mem_arg(env, r3, (uint32_t)len, 1, "skb_copy_bits to"))
         return 0;
-    return BPFVM_ERR(bpfvm_skb_copy_bits(skb, (int32_t)r2, BPFVM_PTR(r3), len));
+    return BPFVM_INT(bpfvm_skb_copy_bits(skb, (int32_t)r2, BPFVM_PTR(r3), len));
 }
 
 KFUNC(bpf_xdp_pointer)

@@ -22,6 +22,9 @@
 #define BPFVM_PTR(v) ((void *)(uintptr_t)(v))
 /* a negative errno as a helper's u64 result */
 #define BPFVM_ERR(e) ((uint64_t)(int64_t)(e))
+/* an `int` result (kfuncs declared to return int): the upper half is zero, as after an x86-64 kernel call
+ * and after the inlined BPF body (w0 = ...), so the inline modes agree on all 64 bits of r0 */
+#define BPFVM_INT(e) ((uint64_t)(uint32_t)(int32_t)(e))
 
 /* Set a fault with a printf-style message; returns 0 so helpers can `return bpfvm_faultf(...)`. */
 uint64_t bpfvm_faultf(struct bpfvm_env *env, int32_t kind, const char *fmt, ...)
