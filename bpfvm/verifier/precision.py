@@ -126,11 +126,17 @@ class PrecisionMixin:
         if cls in (isa.ST, isa.STX):
             if isa.mem_mode(insn.opcode) == isa.ATOMIC:
                 if insn.imm == isa.ATOMIC_CMPXCHG:
-                    regs.discard(0)
+                    loaded = 0
                 elif insn.imm == isa.ATOMIC_LOAD_ACQ:
-                    regs.discard(insn.dst)
-                elif insn.imm & isa.FETCH:
-                    regs.discard(insn.src)
+                    loaded = insn.dst
+                else:
+                    loaded = insn.src if insn.imm & isa.FETCH else -1
+                if loaded in regs:
+                    regs.discard(loaded)
+                    # the fetched value is the old slot: a spilled scalar read back must be precise too (the
+                    # kernel's backtrack_insn drops it here, a soundness bug bpfvm does not copy)
+                    if extra and extra[0] == "stack":
+                        bt.stack[extra[1]].add(extra[2])
                 if insn.imm != isa.ATOMIC_LOAD_ACQ and insn.dst in regs:
                     raise Fallback
                 return
