@@ -141,6 +141,14 @@ class Stats:
     worker_crashes: int = 0
     hangs: int = 0
     last: str = ""
+    done_below: int = 0  # every seed below this one is finished: a stopped campaign resumes here
+    _done_above: set[int] = field(default_factory=set)
+
+    def seed_done(self, seed: int) -> None:
+        self._done_above.add(seed)
+        while self.done_below in self._done_above:
+            self._done_above.discard(self.done_below)
+            self.done_below += 1
 
     def programs(self) -> int:
         return sum(n for (k, _), n in self.counts.items() if k == "program")
@@ -172,7 +180,7 @@ class Campaign:
     def __init__(self, cfg: CampaignConfig, report: Callable[["Stats", bool], None] | None = None):
         preload()
         self.cfg = cfg
-        self.stats = Stats()
+        self.stats = Stats(done_below=cfg.start)
         self.report = report or (lambda stats, final: None)
         ctx = mp.get_context("fork")
         self.ctx = ctx
@@ -257,6 +265,7 @@ class Campaign:
         if status == "done":
             self.finished[wid] = True
             return
+        self.stats.seed_done(seed)
         self.stats.counts[(kind, "rejected" if status == "rejected" else status)] += 1
         if failure is None:
             return
@@ -303,6 +312,7 @@ class Campaign:
         retry = None
         if seed >= 0:
             case = regenerate(seed, self.cfg, status, detail)
+            self.stats.seed_done(seed)
             self.stats.counts[(case.kind, status)] += 1
             self._save(case)
             retry = (seed + 1, self.chunk_end[wid])
@@ -321,7 +331,9 @@ def summary_lines(stats: Stats, cfg: CampaignConfig) -> list[str]:
     for (kind, status), n in stats.counts.items():
         by_status["program" if kind == "program" else "object"][status] += n
     lines = [f"elapsed {elapsed:.0f}s; {programs + objects} cases ({(programs + objects) / elapsed:.1f}/s); "
-             f"seeds from {cfg.start}",
+             f"seeds {cfg.start}..{stats.done_below - 1} all done"
+             + (f" (resume: --seed-range {stats.done_below}:{cfg.end})" if cfg.end and stats.done_below < cfg.end
+                else ""),
              f"programs {programs}: " + ", ".join(f"{s} {n}" for s, n in sorted(by_status['program'].items())),
              f"objects {objects}: " + ", ".join(f"{s} {n}" for s, n in sorted(by_status['object'].items())),
              f"worker crashes {stats.worker_crashes}, hangs {stats.hangs}, failures {stats.failures()}"]
