@@ -17,6 +17,7 @@ surviving jump still targets is an error, as is an offset that no longer fits in
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any, Sequence
 
 from . import isa
@@ -114,7 +115,9 @@ def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
     return program
 
 
-def _adjust_funcs(program: Program, start: int, count: int, new_len: int) -> None:
+def _adjust_funcs(program: Program, start: int, count: int, new_len: int, length: int | None = None) -> None:
+    """`length`: the program's length after this edit (default: as it is now)."""
+    length = len(program.insns) if length is None else length
     delta = new_len - count
     end_old = start + count
     funcs: list[FuncInfo] = []
@@ -131,8 +134,8 @@ def _adjust_funcs(program: Program, start: int, count: int, new_len: int) -> Non
             # removed: a subprogram that starts inside the range survives (starting at `start`) only if
             # it extends beyond it, i.e. no other subprogram starts before the range ends
             later = [g.insn for g in program.funcs if start <= g.insn < end_old and g.insn > f.insn]
-            next_start = min([g.insn for g in program.funcs if g.insn >= end_old] or [len(program.insns)])
-            if not later and next_start > end_old and start < len(program.insns):
+            next_start = min([g.insn for g in program.funcs if g.insn >= end_old] or [length])
+            if not later and next_start > end_old and start < length:
                 funcs.append(FuncInfo(start, f.name, f.type_id))
     seen: set[int] = set()
     program.funcs = [f for f in funcs if not (f.insn in seen or seen.add(f.insn))]
@@ -217,3 +220,88 @@ def insert_after(program: Program, slot: int, new: Sequence[Insn], *,
 def remove(program: Program, start: int, count: int, *, retarget: bool = False) -> Program:
     """Remove slots [start, start + count) (verifier_remove_insns); see `replace` for `retarget`."""
     return replace(program, start, count, [], retarget=retarget)
+
+
+def remove_runs(program: Program, runs: Sequence[tuple[int, int]], *, retarget: bool = False) -> Program:
+    """Remove many runs of slots, each `(start, count)`, in one pass over the program: the same result as
+    removing them one by one from the last, in time linear in the program rather than in its size times
+    the number of runs (which made dead-code removal slow on 100k-slot programs)."""
+    insns = program.insns
+    n = len(insns)
+    merged: list[list[int]] = []
+    for start, count in sorted(r for r in runs if r[1] > 0):
+        if start < 0 or start + count > n:
+            raise PatchError(f"patch range [{start}, {start + count}) is outside the program of {n} slots")
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], start + count)
+        else:
+            merged.append([start, start + count])
+    if not merged:
+        return program
+    starts = isa.instruction_starts(insns)
+    for start, end in merged:
+        if not starts[start] or (end < n and not starts[end]):
+            raise PatchError(f"patch range [{start}, {end}) splits a lddw")
+    run_starts = [start for start, _ in merged]
+    removed_before = [0]  # slots removed by the runs before run k
+    for start, end in merged:
+        removed_before.append(removed_before[-1] + end - start)
+
+    def locate(t: int) -> tuple[int, bool]:
+        """New slot of old slot `t`, and whether `t` was removed (then: the slot after its run)."""
+        k = bisect_right(run_starts, t) - 1
+        if k >= 0 and t < merged[k][1]:
+            return merged[k][0] - removed_before[k], True
+        return t - removed_before[k + 1], False
+
+    out: list[Insn] = []
+    k = 0
+    i = 0
+    while i < n:
+        if k < len(merged) and i == merged[k][0]:
+            i = merged[k][1]
+            k += 1
+            continue
+        insn = insns[i]
+        kind = _ref_kind(insn)
+        if kind is not None:
+            rel = insn.imm if kind == "imm" else insn.off
+            new_target, gone = locate(i + 1 + rel)
+            if gone and not retarget:
+                raise PatchError(f"insn {i} jumps into removed slots")
+            new_rel = new_target - (i - removed_before[k]) - 1
+            lo, hi = (S32_MIN, S32_MAX) if kind == "imm" else (S16_MIN, S16_MAX)
+            if not lo <= new_rel <= hi:
+                raise PatchError(f"insn {i}: jump offset {new_rel} does not fit after patching")
+            insn = insn._replace(**{kind: new_rel})
+        out.append(insn)
+        i += 1
+    program.insns = out
+    length = n
+    for start, end in reversed(merged):  # few subprograms: run by run, as single removals would
+        length -= end - start
+        _adjust_funcs(program, start, end - start, 0, length)
+    _remove_line_info(program, merged, locate, n)
+    program.aux = {locate(slot)[0]: facts for slot, facts in program.aux.items() if not locate(slot)[1]}
+    return program
+
+
+def _remove_line_info(program: Program, merged: list[list[int]], locate: Any, n: int) -> None:
+    """Line info after removing `merged` runs: shifted; the last entry inside a run moves to the slot after
+    it when that slot has none of its own (as `_adjust_line_info` does for one run)."""
+    at = {li.insn for li in program.line_info}
+    out: list[LineInfo] = []
+    last_inside: dict[int, LineInfo] = {}
+    run_starts = [start for start, _ in merged]
+    for li in program.line_info:
+        new_slot, gone = locate(li.insn)
+        if not gone:
+            out.append(LineInfo(new_slot, li.file, li.line, li.col, li.text))
+        else:
+            last_inside[bisect_right(run_starts, li.insn) - 1] = li
+    for k, li in last_inside.items():
+        end = merged[k][1]
+        if end not in at and end < n:
+            out.append(LineInfo(locate(end)[0], li.file, li.line, li.col, li.text))
+    out.sort(key=lambda li: li.insn)
+    program.line_info = out

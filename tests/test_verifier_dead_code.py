@@ -176,3 +176,99 @@ def test_ja32_call_and_func_pointer_offsets() -> None:
     assert text[6] == "7: call pc+1"
     replace(p, 2, 3, [])
     assert disasm(p).splitlines()[0] == "0: r2 = subprog[+5]"
+
+
+# --- batched removal and the fast no-op scan, against the one-at-a-time forms they replace -------------------
+
+def _random_jumpy_program(rng) -> "Program":
+    """Random slots: ALU, lddw, `goto +0`, `may_goto +0`, and forward/backward jumps, with funcs, line info
+    and facts on some slots (nothing here is run: only the bookkeeping of edits is compared)."""
+    from bpfvm.program import Program
+
+    insns: list[Insn] = []
+    while len(insns) < rng.randint(8, 60):
+        roll = rng.random()
+        if roll < 0.15:
+            insns += [Insn(isa.OP_LDDW, 1, 0, 0, 7), Insn(0, 0, 0, 0, 0)]
+        elif roll < 0.3:
+            insns.append(Insn(isa.OP_JA, 0, 0, 0, 0))
+        elif roll < 0.38:
+            insns.append(Insn(isa.OP_MAY_GOTO, 0, 0, 0, 0))
+        elif roll < 0.6:
+            insns.append(Insn(isa.JMP | isa.JEQ | isa.K, 1, 0, 0, 3))  # offset filled in below
+        else:
+            insns.append(Insn(isa.ALU64 | isa.ADD | isa.K, 1, 0, 0, 1))
+    insns.append(Insn(isa.OP_EXIT, 0, 0, 0, 0))
+    starts = isa.instruction_starts(insns)
+    targets = [i for i in range(len(insns)) if starts[i]]
+    for i, insn in enumerate(insns):
+        if insn.opcode in (isa.JMP | isa.JEQ | isa.K, isa.OP_MAY_GOTO) and (insn.opcode != isa.OP_MAY_GOTO
+                                                                          or rng.random() < 0.5):
+            t = rng.choice(targets)
+            insns[i] = insn._replace(off=t - i - 1)
+        elif insn.opcode == isa.OP_JA and rng.random() < 0.5:
+            insns[i] = insn._replace(off=rng.choice(targets) - i - 1)
+    line_info = [LineInfo(i, "f.c", i, 1, f"line {i}") for i in targets if rng.random() < 0.4]
+    funcs = [FuncInfo(0, "main", 0)] + [FuncInfo(i, f"f{i}", 0) for i in targets[1:] if rng.random() < 0.1]
+    aux = {i: {"seen": rng.random() < 0.7, "tag": i} for i in targets if rng.random() < 0.5}
+    return Program(insns=insns, funcs=funcs, line_info=line_info, aux=aux)
+
+
+def _snapshot(p) -> tuple:
+    return (list(p.insns), list(p.funcs), list(p.line_info), dict(p.aux))
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_remove_runs_equals_removing_run_by_run(seed: int) -> None:
+    import copy
+    import random
+
+    from bpfvm.patcher import remove_runs
+
+    rng = random.Random(seed)
+    prog = _random_jumpy_program(rng)
+    starts = [i for i, s in enumerate(isa.instruction_starts(prog.insns)) if s] + [len(prog.insns)]
+    runs, k = [], 0
+    while k < len(starts) - 1:
+        if rng.random() < 0.25:
+            j = min(k + rng.randint(1, 3), len(starts) - 1)
+            runs.append((starts[k], starts[j] - starts[k]))
+            k = j + 1
+        else:
+            k += 1
+    one_by_one, batched = copy.deepcopy(prog), copy.deepcopy(prog)
+    try:
+        for start, count in reversed(runs):
+            remove(one_by_one, start, count, retarget=True)
+    except PatchError as exc:
+        with pytest.raises(PatchError):
+            remove_runs(batched, runs, retarget=True)
+        return
+    remove_runs(batched, runs, retarget=True)
+    assert _snapshot(batched) == _snapshot(one_by_one)
+
+
+def _kernel_remove_nops(p) -> int:
+    """opt_remove_nops() as the kernel writes it: remove one slot at a time, step back after a may_goto."""
+    ja0, may0 = Insn(isa.OP_JA, 0, 0, 0, 0), Insn(isa.OP_MAY_GOTO, 0, 0, 0, 0)
+    removed, i = 0, 0
+    while i < len(p.insns):
+        insn = p.insns[i]
+        if (insn == ja0 or insn == may0) and isa.instruction_starts(p.insns)[i]:
+            remove(p, i, 1, retarget=True)
+            removed += 1
+            i -= 2 if (insn == may0 and i > 0) else 1
+            i = max(i, -1)
+        i += 1
+    return removed
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_remove_nops_equals_the_kernels_slot_by_slot_scan(seed: int) -> None:
+    import copy
+    import random
+
+    prog = _random_jumpy_program(random.Random(seed))
+    reference, fast = copy.deepcopy(prog), copy.deepcopy(prog)
+    assert remove_nops(fast) == _kernel_remove_nops(reference)
+    assert _snapshot(fast) == _snapshot(reference)

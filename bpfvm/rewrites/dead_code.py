@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .. import isa
 from ..isa import Insn
-from ..patcher import remove
+from ..patcher import remove_runs
 from ..program import Program
 
 JA_0 = Insn(isa.OP_JA, 0, 0, 0, 0)
@@ -32,9 +32,9 @@ def hard_wire_dead_branches(program: Program, analysis=None) -> int:
     """Replace one-way conditional jumps by gotos; returns how many were rewritten."""
     aux = _facts(program, analysis)
     count = 0
+    starts = isa.instruction_starts(program.insns)
     for i, insn in enumerate(program.insns):
-        if not insn.is_cond_jump() or (i > 0 and program.insns[i - 1].opcode == isa.OP_LDDW
-                                       and _second_slot(program, i)):
+        if not insn.is_cond_jump() or not starts[i]:
             continue
         facts = aux.get(i, {})
         t, f = facts.get("true_branch_taken"), facts.get("false_branch_taken")
@@ -48,13 +48,6 @@ def hard_wire_dead_branches(program: Program, analysis=None) -> int:
             continue
         count += 1
     return count
-
-
-def _second_slot(program: Program, i: int) -> bool:
-    j = 0
-    while j < i:
-        j += 2 if program.insns[j].opcode == isa.OP_LDDW else 1
-    return j != i
 
 
 def remove_dead_code(program: Program, analysis=None) -> int:
@@ -76,26 +69,69 @@ def remove_dead_code(program: Program, analysis=None) -> int:
             i += j
         else:
             i += 1
-    for start, count in reversed(runs):
-        remove(program, start, count, retarget=True)
+    remove_runs(program, runs, retarget=True)
     return sum(count for _, count in runs)
 
 
 def remove_nops(program: Program, analysis=None) -> int:
-    """Remove `goto +0` and `may_goto +0`; returns the number removed."""
+    """Remove `goto +0` and `may_goto +0`; returns the number removed.
+
+    The kernel's scan, slot by slot: removing a no-op retargets the jumps over it (so one may become a new
+    no-op), and after a `may_goto +0` the scan steps back to the slot before it. Simulated on the original
+    slots (which are removed so far, and so where each jump lands now), then removed in one patch."""
     _facts(program, analysis)
-    removed = 0
-    i = 0
-    while i < len(program.insns):
-        insn = program.insns[i]
-        is_may_goto_0 = insn == MAY_GOTO_0
-        if (insn == JA_0 or is_may_goto_0) and not _second_slot(program, i):
-            remove(program, i, 1, retarget=True)  # a jump to a no-op lands on what follows it
-            removed += 1
-            i -= 2 if (is_may_goto_0 and i > 0) else 1
-            i = max(i, -1)
-        i += 1
-    return removed
+    insns = program.insns
+    n = len(insns)
+    starts = isa.instruction_starts(insns)
+    gone = _RemovedSlots(n)
+    p = 0  # the original slot under the scan
+    while p < n:
+        insn = insns[p]
+        is_ja = insn.opcode == isa.OP_JA and insn[1:3] == (0, 0) and insn.imm == 0
+        is_may_goto = insn.opcode == isa.OP_MAY_GOTO and insn[1:3] == (0, 0) and insn.imm == 0
+        if starts[p] and (is_ja or is_may_goto) and gone.landing(p + 1 + insn.off) == gone.after(p):
+            before = gone.before(p)
+            gone.remove(p)
+            p = before if is_may_goto and before is not None else gone.after(p)
+            continue
+        p = gone.after(p)
+    remove_runs(program, [(slot, 1) for slot in gone.removed], retarget=True)
+    return len(gone.removed)
+
+
+class _RemovedSlots:
+    """Which of `n` slots are removed so far: the live neighbours of a slot, and where a jump to a slot
+    lands (itself, or the first live slot after it) -- all in about log(n) per step."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.removed: list[int] = []
+        self._dead = [False] * (n + 1)
+        self._next = list(range(n + 1))  # union-find "next live slot at or after"
+
+    def landing(self, t: int) -> int:
+        """The first live slot at or after `t` (n past the end)."""
+        t = min(max(t, 0), self.n)
+        root = t
+        while self._next[root] != root:
+            root = self._next[root]
+        while self._next[t] != root:
+            self._next[t], t = root, self._next[t]
+        return root
+
+    def after(self, p: int) -> int:
+        return self.landing(p + 1)
+
+    def before(self, p: int) -> int | None:
+        q = p - 1
+        while q >= 0 and self._dead[q]:
+            q -= 1
+        return q if q >= 0 else None
+
+    def remove(self, p: int) -> None:
+        self._dead[p] = True
+        self._next[p] = p + 1
+        self.removed.append(p)
 
 
 def eliminate_dead_code(program: Program, analysis=None) -> Program:
