@@ -29,7 +29,6 @@ from bpfvm.disasm import disasm
 from bpfvm.errors import VerifierError
 from bpfvm.kernel import kernel_unavailable_reason
 
-OPEN_BUGS = frozenset({"dynptr_adjust"})
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
 
 
@@ -39,7 +38,7 @@ def _explain(program, outcome) -> str:
 
 
 @settings(max_examples=60, **SETTINGS)
-@given(programs(max_stmts=20, avoid=OPEN_BUGS))
+@given(programs(max_stmts=20))
 def test_inline_modes_agree_with_the_unverified_program(program) -> None:
     specs = [Spec("interp", "none"), Spec("interp", "plain"), Spec("interp", "pruned")]
     outcome = check_program(program, specs=specs, inputs=2)
@@ -47,14 +46,14 @@ def test_inline_modes_agree_with_the_unverified_program(program) -> None:
 
 
 @settings(max_examples=15, **SETTINGS)
-@given(programs(max_stmts=15, avoid=OPEN_BUGS))
+@given(programs(max_stmts=15))
 def test_jit_agrees_with_the_interpreter(program) -> None:
     outcome = check_program(program, specs=[Spec("jit", "none"), Spec("jit", "pruned")], inputs=2)
     assert outcome.status == "agree", _explain(program, outcome)
 
 
 @settings(max_examples=20, **SETTINGS)
-@given(programs(max_stmts=15, avoid=OPEN_BUGS), st.sampled_from(PROG_TYPES))
+@given(programs(max_stmts=15), st.sampled_from(PROG_TYPES))
 def test_written_objects_behave_like_the_linked_program(program, _type) -> None:
     """The ELF path (writer + bpfvm's loader) and the direct path give the same runs."""
     outcome = check_program(program, specs=[Spec("interp", "none")], inputs=1, via_elf=True)
@@ -69,7 +68,7 @@ def kernel() -> None:
 
 
 @settings(max_examples=12, **SETTINGS)
-@given(programs(kernel_safe=True, max_stmts=15, avoid=OPEN_BUGS))
+@given(programs(kernel_safe=True, max_stmts=15))
 def test_interpreter_agrees_with_the_kernel(kernel, program) -> None:
     session = DiffSession(ObjectSource(elf=program.to_elf()), program.name, Spec("interp", "none"), Spec("kernel"))
     try:
