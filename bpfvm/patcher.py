@@ -18,7 +18,7 @@ surviving jump still targets is an error, as is an offset that no longer fits in
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from . import isa
 from .errors import BpfvmError
@@ -58,44 +58,66 @@ def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
 
     Removing slots (empty `new`) that a surviving jump targets is an error unless `retarget`, when such
     jumps go to the slot after the removed range (right for removed no-ops, as bpf_adj_branches does)."""
+    return replace_many(program, [Edit(start, count, list(new), aux)], retarget=retarget)
+
+
+class Edit(NamedTuple):
+    """Slots [start, start + count) become `new` (facts `aux`; None: inherited as `replace` says)."""
+
+    start: int
+    count: int
+    new: Sequence[Insn]
+    aux: Sequence[dict[str, Any] | None] | None = None
+
+
+def replace_many(program: Program, edits: Sequence[Edit], *, retarget: bool = False) -> Program:
+    """Apply many non-overlapping edits in one pass over the program: the same result as applying them one
+    by one from the last with `replace`, in time linear in the program instead of its size times the number
+    of edits (rewrites patch every call site or context access; dead-code removal removes every dead run)."""
     insns = program.insns
     n = len(insns)
-    if start < 0 or count < 0 or start + count > n:
-        raise PatchError(f"patch range [{start}, {start + count}) is outside the program of {n} slots")
+    edits = sorted(edits, key=lambda e: (e.start, e.count))
     starts = isa.instruction_starts(insns)
-    if start < n and not starts[start] or (start + count < n and not starts[start + count]):
-        raise PatchError(f"patch range [{start}, {start + count}) splits a lddw")
-    new = list(new)
-    new_len = len(new)
-    delta = new_len - count
-    end_old = start + count
+    for k, e in enumerate(edits):
+        if e.start < 0 or e.count < 0 or e.start + e.count > n:
+            raise PatchError(f"patch range [{e.start}, {e.start + e.count}) is outside the program of {n} slots")
+        if (e.start < n and not starts[e.start]) or (e.start + e.count < n and not starts[e.start + e.count]):
+            raise PatchError(f"patch range [{e.start}, {e.start + e.count}) splits a lddw")
+        if k and e.start < edits[k - 1].start + edits[k - 1].count + (edits[k - 1].count == 0):
+            raise PatchError(f"patch ranges at {edits[k - 1].start} and {e.start} overlap")
+    shift_before = [0]  # total length change of the edits before edit k
+    for e in edits:
+        shift_before.append(shift_before[-1] + len(e.new) - e.count)
+    edit_starts = [e.start for e in edits]
 
-    def map_slot(t: int) -> int:
-        if t < start:
-            return t
-        if t >= end_old:
-            return t + delta
-        return start
+    def locate(t: int) -> tuple[int, bool]:
+        """New slot of old slot `t`, and whether `t` was inside an edited range (then: where its edit starts)."""
+        k = bisect_right(edit_starts, t) - 1
+        if k >= 0 and t < edits[k].start + edits[k].count:
+            return edits[k].start + shift_before[k], True
+        return t + shift_before[k + 1], False
 
     out: list[Insn] = []
-    inserted = False
+    k = 0
     i = 0
     while i < n:
-        if i == start and not inserted:
-            out.extend(new)
-            inserted = True
-            i = end_old
-            if i >= n:
-                break
+        if k < len(edits) and i == edits[k].start:
+            out.extend(edits[k].new)
+            i += edits[k].count
+            k += 1
             continue
         insn = insns[i]
         kind = _ref_kind(insn)
         if kind is not None:
             rel = insn.imm if kind == "imm" else insn.off
             target = i + 1 + rel
-            if start <= target < end_old and new_len == 0 and not retarget:
-                raise PatchError(f"insn {i} jumps into removed slots [{start}, {end_old})")
-            new_rel = map_slot(target) - map_slot(i) - 1
+            new_target, inside = locate(target)
+            if inside and not retarget:
+                j = bisect_right(edit_starts, target) - 1
+                if not edits[j].new:
+                    raise PatchError(f"insn {i} jumps into removed slots "
+                                     f"[{edits[j].start}, {edits[j].start + edits[j].count})")
+            new_rel = new_target - (i + shift_before[k]) - 1
             lo, hi = (S32_MIN, S32_MAX) if kind == "imm" else (S16_MIN, S16_MAX)
             if not lo <= new_rel <= hi:
                 raise PatchError(f"insn {i}: jump offset {new_rel} does not fit after patching")
@@ -106,12 +128,15 @@ def replace(program: Program, start: int, count: int, new: Sequence[Insn], *,
             i += 2
             continue
         i += 1
-    if start == n and not inserted:
-        out.extend(new)
+    for e in edits[k:]:  # edits at the very end (inserting after the last slot)
+        out.extend(e.new)
     program.insns = out
-    _adjust_funcs(program, start, count, new_len)
-    _adjust_line_info(program, start, count, new_len)
-    _adjust_aux(program, start, count, new_len, aux)
+    for k in range(len(edits) - 1, -1, -1):  # few subprograms: edit by edit, from the last, as `replace` would
+        e = edits[k]
+        length_after = n + shift_before[-1] - shift_before[k]
+        _adjust_funcs(program, e.start, e.count, len(e.new), length_after)
+    _adjust_line_info(program, edits, locate, n)
+    _adjust_aux(program, edits, shift_before, locate)
     return program
 
 
@@ -141,53 +166,55 @@ def _adjust_funcs(program: Program, start: int, count: int, new_len: int, length
     program.funcs = [f for f in funcs if not (f.insn in seen or seen.add(f.insn))]
 
 
-def _adjust_line_info(program: Program, start: int, count: int, new_len: int) -> None:
-    delta = new_len - count
-    end_old = start + count
+def _adjust_line_info(program: Program, edits: Sequence[Edit], locate: Any, n: int) -> None:
+    """Entries outside every edit move with their slot; of those inside an edit, the first goes to the new
+    code's first slot, or, for a removal, the last goes to the slot after it when that slot has none."""
+    at = {li.insn for li in program.line_info}
+    edit_starts = [e.start for e in edits]
     out: list[LineInfo] = []
-    inside: list[LineInfo] = []
+    inside: dict[int, list[LineInfo]] = {}
     for li in program.line_info:
-        if li.insn < start:
-            out.append(li)
-        elif li.insn >= end_old:
-            out.append(LineInfo(li.insn + delta, li.file, li.line, li.col, li.text))
+        new_slot, is_inside = locate(li.insn)
+        if is_inside:
+            inside.setdefault(bisect_right(edit_starts, li.insn) - 1, []).append(li)
         else:
-            inside.append(li)
-    if inside:
-        if new_len:
-            first = inside[0]
-            out.append(LineInfo(start, first.file, first.line, first.col, first.text))
-        elif not any(li.insn == end_old for li in program.line_info) and end_old < len(program.insns) + count:
-            last = inside[-1]  # it still describes the slots after the removed range
-            out.append(LineInfo(start, last.file, last.line, last.col, last.text))
+            out.append(LineInfo(new_slot, li.file, li.line, li.col, li.text))
+    for k, entries in inside.items():
+        e = edits[k]
+        end = e.start + e.count
+        if e.new:
+            first = entries[0]
+            out.append(LineInfo(locate(e.start)[0], first.file, first.line, first.col, first.text))
+        elif end not in at and end < n:
+            last = entries[-1]  # it still describes the slots after the removed range
+            out.append(LineInfo(locate(end)[0], last.file, last.line, last.col, last.text))
     out.sort(key=lambda li: li.insn)
     program.line_info = out
 
 
-def _adjust_aux(program: Program, start: int, count: int, new_len: int,
-                aux: Sequence[dict[str, Any] | None] | None) -> None:
-    delta = new_len - count
-    end_old = start + count
+def _adjust_aux(program: Program, edits: Sequence[Edit], shift_before: list[int], locate: Any) -> None:
     old = program.aux
     new_aux: dict[int, dict[str, Any]] = {}
-    for k, v in old.items():
-        if k < start:
-            new_aux[k] = v
-        elif k >= end_old:
-            new_aux[k + delta] = v
-    if new_len:
-        if aux is not None:
-            for j, facts in enumerate(aux):
+    for slot, facts in old.items():
+        new_slot, inside = locate(slot)
+        if not inside:
+            new_aux[new_slot] = facts
+    for k, e in enumerate(edits):
+        first, new_len = e.start + shift_before[k], len(e.new)
+        if not new_len:
+            continue
+        if e.aux is not None:
+            for j, facts in enumerate(e.aux):
                 if facts is not None:
-                    new_aux[start + j] = dict(facts)
-        elif count:
-            last = old.get(end_old - 1)
+                    new_aux[first + j] = dict(facts)
+        elif e.count:
+            last = old.get(e.start + e.count - 1)
             seen = (last or {}).get("seen")
             for j in range(new_len - 1):
                 if seen is not None:
-                    new_aux[start + j] = {"seen": seen}
+                    new_aux[first + j] = {"seen": seen}
             if last is not None:
-                new_aux[start + new_len - 1] = dict(last)
+                new_aux[first + new_len - 1] = dict(last)
     program.aux = new_aux
 
 
@@ -223,85 +250,11 @@ def remove(program: Program, start: int, count: int, *, retarget: bool = False) 
 
 
 def remove_runs(program: Program, runs: Sequence[tuple[int, int]], *, retarget: bool = False) -> Program:
-    """Remove many runs of slots, each `(start, count)`, in one pass over the program: the same result as
-    removing them one by one from the last, in time linear in the program rather than in its size times
-    the number of runs (which made dead-code removal slow on 100k-slot programs)."""
-    insns = program.insns
-    n = len(insns)
+    """Remove many runs of slots, each `(start, count)`, in one pass (adjacent runs merge into one)."""
     merged: list[list[int]] = []
     for start, count in sorted(r for r in runs if r[1] > 0):
-        if start < 0 or start + count > n:
-            raise PatchError(f"patch range [{start}, {start + count}) is outside the program of {n} slots")
         if merged and start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], start + count)
         else:
             merged.append([start, start + count])
-    if not merged:
-        return program
-    starts = isa.instruction_starts(insns)
-    for start, end in merged:
-        if not starts[start] or (end < n and not starts[end]):
-            raise PatchError(f"patch range [{start}, {end}) splits a lddw")
-    run_starts = [start for start, _ in merged]
-    removed_before = [0]  # slots removed by the runs before run k
-    for start, end in merged:
-        removed_before.append(removed_before[-1] + end - start)
-
-    def locate(t: int) -> tuple[int, bool]:
-        """New slot of old slot `t`, and whether `t` was removed (then: the slot after its run)."""
-        k = bisect_right(run_starts, t) - 1
-        if k >= 0 and t < merged[k][1]:
-            return merged[k][0] - removed_before[k], True
-        return t - removed_before[k + 1], False
-
-    out: list[Insn] = []
-    k = 0
-    i = 0
-    while i < n:
-        if k < len(merged) and i == merged[k][0]:
-            i = merged[k][1]
-            k += 1
-            continue
-        insn = insns[i]
-        kind = _ref_kind(insn)
-        if kind is not None:
-            rel = insn.imm if kind == "imm" else insn.off
-            new_target, gone = locate(i + 1 + rel)
-            if gone and not retarget:
-                raise PatchError(f"insn {i} jumps into removed slots")
-            new_rel = new_target - (i - removed_before[k]) - 1
-            lo, hi = (S32_MIN, S32_MAX) if kind == "imm" else (S16_MIN, S16_MAX)
-            if not lo <= new_rel <= hi:
-                raise PatchError(f"insn {i}: jump offset {new_rel} does not fit after patching")
-            insn = insn._replace(**{kind: new_rel})
-        out.append(insn)
-        i += 1
-    program.insns = out
-    length = n
-    for start, end in reversed(merged):  # few subprograms: run by run, as single removals would
-        length -= end - start
-        _adjust_funcs(program, start, end - start, 0, length)
-    _remove_line_info(program, merged, locate, n)
-    program.aux = {locate(slot)[0]: facts for slot, facts in program.aux.items() if not locate(slot)[1]}
-    return program
-
-
-def _remove_line_info(program: Program, merged: list[list[int]], locate: Any, n: int) -> None:
-    """Line info after removing `merged` runs: shifted; the last entry inside a run moves to the slot after
-    it when that slot has none of its own (as `_adjust_line_info` does for one run)."""
-    at = {li.insn for li in program.line_info}
-    out: list[LineInfo] = []
-    last_inside: dict[int, LineInfo] = {}
-    run_starts = [start for start, _ in merged]
-    for li in program.line_info:
-        new_slot, gone = locate(li.insn)
-        if not gone:
-            out.append(LineInfo(new_slot, li.file, li.line, li.col, li.text))
-        else:
-            last_inside[bisect_right(run_starts, li.insn) - 1] = li
-    for k, li in last_inside.items():
-        end = merged[k][1]
-        if end not in at and end < n:
-            out.append(LineInfo(locate(end)[0], li.file, li.line, li.col, li.text))
-    out.sort(key=lambda li: li.insn)
-    program.line_info = out
+    return replace_many(program, [Edit(start, end - start, []) for start, end in merged], retarget=retarget)

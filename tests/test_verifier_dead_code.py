@@ -272,3 +272,40 @@ def test_remove_nops_equals_the_kernels_slot_by_slot_scan(seed: int) -> None:
     reference, fast = copy.deepcopy(prog), copy.deepcopy(prog)
     assert remove_nops(fast) == _kernel_remove_nops(reference)
     assert _snapshot(fast) == _snapshot(reference)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_replace_many_equals_replacing_one_by_one(seed: int) -> None:
+    """Expansions, insertions (count 0) and removals mixed, with and without facts for the new slots."""
+    import copy
+    import random
+
+    from bpfvm.patcher import Edit, replace_many
+
+    rng = random.Random(seed)
+    prog = _random_jumpy_program(rng)
+    starts = [i for i, s in enumerate(isa.instruction_starts(prog.insns)) if s] + [len(prog.insns)]
+    edits, k = [], 0
+    while k < len(starts) - 1:
+        if rng.random() < 0.3:
+            j = min(k + rng.randint(0, 2), len(starts) - 1)
+            new = [Insn(isa.ALU64 | isa.MOV | isa.K, 2, 0, 0, rng.randint(0, 9)) for _ in range(rng.randint(0, 3))]
+            if new and rng.random() < 0.3:
+                new.insert(0, Insn(isa.OP_JA, 0, 0, len(new) - 1, 0))  # a jump inside the new code
+            if j == k and not new:
+                new = [Insn(isa.ALU64 | isa.MOV | isa.K, 3, 0, 0, 1)]
+            aux = [{"new": t} if rng.random() < 0.5 else None for t in range(len(new))] if rng.random() < 0.5 else None
+            edits.append(Edit(starts[k], starts[j] - starts[k], new, aux))
+            k = j + 1
+        else:
+            k += 1
+    one_by_one, batched = copy.deepcopy(prog), copy.deepcopy(prog)
+    try:
+        for e in reversed(edits):
+            replace(one_by_one, e.start, e.count, e.new, aux=e.aux, retarget=True)
+    except PatchError:
+        with pytest.raises(PatchError):
+            replace_many(batched, edits, retarget=True)
+        return
+    replace_many(batched, edits, retarget=True)
+    assert _snapshot(batched) == _snapshot(one_by_one)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import isa
 from ..errors import BpfvmError
-from ..patcher import replace
+from ..patcher import Edit, replace_many
 from ..program import Program
 
 
@@ -23,13 +23,15 @@ def convert_ctx_accesses(program: Program, prog_type: Any) -> int:
         return 0
     sites = [i for i, facts in program.aux.items()
              if facts.get("ctx_field") is not None and program.insns[i].cls in (isa.LDX, isa.ST, isa.STX)]
-    for slot in sorted(sites, reverse=True):  # from the end, so earlier slots keep their numbers
+    edits = []
+    for slot in sorted(sites):
         insn = program.insns[slot]
         field = program.aux[slot]["ctx_field"]
         new = prog_type.convert_ctx_access(insn, field)
         if not new:
             raise BpfvmError(f"insn {slot}: {prog_type.name} has no conversion for context field {field.name}")
-        replace(program, slot, 1, new, aux=[_facts(program.aux[slot], insn) for insn in new])
+        edits.append(Edit(slot, 1, new, [_facts(program.aux[slot], insn) for insn in new]))
+    replace_many(program, edits)
     program.ctx_converted = True
     return len(sites)
 

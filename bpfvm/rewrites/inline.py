@@ -18,7 +18,7 @@ from .. import isa
 from ..interp import FRAME_SIZE
 from ..isa import Insn
 from ..kfunclib import KfuncLibrary, scan_regs_usage
-from ..patcher import remove, replace
+from ..patcher import Edit, remove_runs, replace_many
 from ..program import FuncInfo, LineInfo, Program
 
 INSTANCE_KEY = "kfunc_instance_name"  # aux of a call slot: the name of its instance subprogram
@@ -94,8 +94,7 @@ def instance_bounds(program: Program) -> dict[str, tuple[int, int]]:
 
 def remove_instances(program: Program) -> None:
     """Delete every instance subprogram (they are never run: their bodies were copied or left as calls)."""
-    for start, end in sorted(instance_bounds(program).values(), reverse=True):
-        remove(program, start, end - start)
+    remove_runs(program, [(start, end - start) for start, end in instance_bounds(program).values()])
     program.funcs = [f for f in program.funcs if INSTANCE_MARK not in f.name]
 
 
@@ -152,8 +151,7 @@ def inline_calls(
             continue
         plan.append((slot, _expand(body, saved, base, stack_off)))
         decisions.append(InlineDecision(slot, name, True))
-    for slot, new in sorted(plan, reverse=True):  # from the end, so earlier slots keep their numbers
-        replace(program, slot, 1, new, aux=[{"inlined": True} for _ in new])
+    replace_many(program, [Edit(slot, 1, new, [{"inlined": True} for _ in new]) for slot, new in plan])
     return decisions
 
 
