@@ -112,10 +112,17 @@ void bpfvm_env_clear_output(struct bpfvm_env *env)
 }
 
 /* -- region checks ----------------------------------------------------------------------------------- */
-static const struct bpfvm_region *find_region(const struct bpfvm_region_table *t, uint64_t addr)
+/* The region holding addr, or NULL. Consecutive checks mostly hit the same region (a dynptr on the stack,
+ * the packet), so the last hit is tried first; it is re-validated against the live table, so a table that
+ * changed since can never make it wrong, only miss. */
+static const struct bpfvm_region *find_region(const struct bpfvm_env *env, uint64_t addr)
 {
+    const struct bpfvm_region_table *t = env->regions;
     if (!t || !t->regions)
         return NULL;
+    uint64_t hint = env->region_hint;
+    if (hint < t->count && t->regions[hint].start <= addr && addr < t->regions[hint].end)
+        return &t->regions[hint];
     uint64_t lo = 0, hi = t->count;
     while (lo < hi) {            /* the last region whose start <= addr */
         uint64_t mid = lo + (hi - lo) / 2;
@@ -127,7 +134,10 @@ static const struct bpfvm_region *find_region(const struct bpfvm_region_table *t
     if (lo == 0)
         return NULL;
     const struct bpfvm_region *r = &t->regions[lo - 1];
-    return addr < r->end ? r : NULL;
+    if (addr >= r->end)
+        return NULL;
+    ((struct bpfvm_env *)env)->region_hint = lo - 1;   /* a cache, not part of the env's meaning */
+    return r;
 }
 
 static uint8_t zero_size_dummy;
@@ -138,7 +148,7 @@ void *bpfvm_mem(const struct bpfvm_env *env, uint64_t addr, uint64_t size, int w
         return &zero_size_dummy;
     if (addr + size < addr)
         return NULL;
-    const struct bpfvm_region *r = find_region(env->regions, addr);
+    const struct bpfvm_region *r = find_region(env, addr);
     if (!r || addr + size > r->end)
         return NULL;
     if (write && !r->writable)
@@ -148,7 +158,7 @@ void *bpfvm_mem(const struct bpfvm_env *env, uint64_t addr, uint64_t size, int w
 
 uint64_t bpfvm_mem_avail(const struct bpfvm_env *env, uint64_t addr, int write)
 {
-    const struct bpfvm_region *r = find_region(env->regions, addr);
+    const struct bpfvm_region *r = find_region(env, addr);
     if (!r || (write && !r->writable))
         return 0;
     return r->end - addr;
@@ -158,7 +168,7 @@ void *bpfvm_mem_arg(struct bpfvm_env *env, uint64_t addr, uint64_t size, int wri
 {
     void *p = bpfvm_mem(env, addr, size, write);
     if (!p) {
-        const struct bpfvm_region *r = size ? find_region(env->regions, addr) : NULL;
+        const struct bpfvm_region *r = size ? find_region(env, addr) : NULL;
         bpfvm_faultf(env, BPFVM_FAULT_MEMORY, "%s: %s of %llu bytes at %#llx is %s", what,
                      write ? "write" : "read", (unsigned long long)size, (unsigned long long)addr,
                      !r ? "outside every region"
