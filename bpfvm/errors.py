@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 
+# what would break the line: C0 controls, DEL, NEL and the Unicode line and paragraph separators
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, 0x85]}
+_CONTROL |= {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 class BpfvmError(Exception):
-    """Base of every error this package raises on bad input or a failing program."""
+    """Base of every error this package raises on bad input or a failing program.
+
+    Its text is always one line: names taken from the input (a section called "a\\nb") are shown escaped."""
+
+    def __str__(self) -> str:
+        return super().__str__().translate(_CONTROL)
 
 
 class LoadError(BpfvmError):

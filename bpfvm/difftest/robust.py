@@ -61,7 +61,7 @@ def run_malformed(m: Malformed, *, seconds: float = 20.0) -> RobustOutcome:
         return RobustOutcome("timeout", str(exc))
     except BpfvmError as exc:
         text = str(exc)
-        if "\n" in text.strip():
+        if len(text.strip().splitlines()) > 1:
             return RobustOutcome("multiline", text[:2000])
         if "internal " in text:
             return RobustOutcome("internal", text)
