@@ -954,3 +954,42 @@ def test_builtin_plain_helpers_are_called_natively_with_identical_results() -> N
             bound()
         errors.append((type(info.value).__name__, str(info.value)))
     assert errors[0] == errors[1] and errors[0][0] == "MemoryFault"
+
+
+@pytest.mark.parametrize("offset, size", [(-8, 8), (-512, 8), (-513, 8), (-4, 8), (0, 1), (-1, 2), (-520, 16)])
+@pytest.mark.parametrize("write", [False, True])
+def test_frame_window_guard_agrees_with_the_interpreter_at_its_edges(offset: int, size: int, write: bool) -> None:
+    """Accesses through a copy of r10 take the guard's frame-window fast path when inside [r10-512, r10); at and
+    past its edges (the top of the stack, the frame below) they must fault or succeed exactly as the
+    interpreter does, never touching memory outside the stack."""
+    width = {1: "b", 2: "h", 8: "dw", 16: "dw"}[size]
+    access = (f"stx{width} [%r1{offset:+d}], %r2" if write else f"ldx{width} %r0, [%r1{offset:+d}]")
+    text = f"""
+        mov %r1, %r10
+        mov %r2, 7
+        mov %r0, 0
+        {access}
+        exit
+    """
+    outcome = run_both(text)
+    if offset + size > 0:
+        assert outcome[0] == "error" and outcome[1] == "MemoryFault"
+
+
+def test_pointer_reloaded_from_a_spill_slot_is_checked_not_trusted() -> None:
+    """A spilled frame pointer overwritten through another pointer before its reload: the reloaded value
+    points outside the stack, and the access through it faults on both engines."""
+    text = """
+        mov %r1, %r10
+        add %r1, -16
+        stxdw [%r10-8], %r1
+        mov %r3, %r10
+        add %r3, -8
+        lddw %r4, 0x1000
+        stxdw [%r3], %r4
+        ldxdw %r5, [%r10-8]
+        ldxdw %r0, [%r5]
+        exit
+    """
+    outcome = run_both(text)
+    assert outcome[0] == "error" and outcome[1] == "MemoryFault"
