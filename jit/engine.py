@@ -184,10 +184,27 @@ def emit_ir(program: Program, plan: Plan) -> str:
     return lower(program, plan, triple=llvm.get_process_triple(), datalayout=str(tm.target_data))
 
 
+# LLVM's register coalescing, allocation and IR passes such as InstCombine, LVI and GVN grow faster than
+# linearly with the size of one function: a 10k-slot subprogram took ~0.9 s per 1k slots at O2 against ~0.4
+# for 1k slots. Past this many slots in one subprogram the JIT compiles in a cheaper tier: O1 IR passes and
+# fast instruction selection and register allocation (~0.35 s per 1k slots), trading code quality for
+# start-up time, as tiered JITs do for huge functions.
+LARGE_FUNCTION_SLOTS = 4000
+
+
+def effective_levels(plan: Plan, opt_level: int) -> tuple[int, int]:
+    """(IR optimisation level, code generation level) for `plan` at the requested `opt_level`."""
+    largest = max((f.end - f.start for f in plan.funcs), default=0)
+    if largest > LARGE_FUNCTION_SLOTS and opt_level > 1:
+        return 1, 0
+    return opt_level, opt_level
+
+
 def compile_object(program: Program, plan: Plan, opt_level: int) -> bytes:
     """Lower, verify, optimise and emit an object file."""
     _init_llvm()
-    tm = _target_machine(opt_level)
+    opt_level, codegen_level = effective_levels(plan, opt_level)
+    tm = _target_machine(codegen_level)
     text = lower(program, plan, triple=llvm.get_process_triple(), datalayout=str(tm.target_data))
     try:
         module = llvm.parse_assembly(text)

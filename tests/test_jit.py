@@ -993,3 +993,18 @@ def test_pointer_reloaded_from_a_spill_slot_is_checked_not_trusted() -> None:
     """
     outcome = run_both(text)
     assert outcome[0] == "error" and outcome[1] == "MemoryFault"
+
+
+def test_huge_subprograms_compile_in_the_cheap_tier_with_the_same_results() -> None:
+    """Past LARGE_FUNCTION_SLOTS one subprogram is compiled at O1 with fast code generation (compile time per
+    slot stays flat); its results, steps and memory must still be the interpreter's."""
+    from jit.lower import analyse
+
+    body = []
+    for k in range(jit_engine.LARGE_FUNCTION_SLOTS // 3 + 10):
+        body += [f"add %r0, {k % 7 + 1}", f"stxdw [%r10-{8 * (k % 8 + 1)}], %r0", f"ldxdw %r2, [%r10-{8 * (k % 5 + 1)}]"]
+    text = "mov %r0, 0\n" + "\n".join(body) + "\nadd %r0, %r2\nexit"
+    program = Program(assemble(text))
+    assert jit_engine.effective_levels(analyse(program), 2) == (1, 0)
+    assert jit_engine.effective_levels(analyse(Program(assemble("mov %r0, 1\nexit"))), 2) == (2, 2)
+    run_both(program)
