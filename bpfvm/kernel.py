@@ -153,6 +153,19 @@ class KernelObject:
                 ctx_out=ctx_out.read_bytes() if ctx_out.exists() else b"",
             )
 
+    def xlated(self, prog: str) -> list[str]:
+        """The kernel's xlated program, one instruction per entry as bpftool prints it without the opcode
+        byte (`r1 = 0`, `call pc+34#bpf_prog_..._cb`): what bpfvm's own xlated listing is compared with."""
+        pin = self.pin_dir / prog
+        if not pin.exists():
+            raise BpfvmError(f"the kernel has no program {prog!r} from {self.path.name}")
+        done = subprocess.run(["bpftool", "-j", "prog", "dump", "xlated", "pinned", str(pin)],
+                              capture_output=True, text=True)
+        listing = _json_or_none(done.stdout)
+        if done.returncode != 0 or not isinstance(listing, list):
+            raise BpfvmError(f"cannot dump the kernel's xlated {prog}: {done.stderr.strip() or done.returncode}")
+        return [entry["disasm"].split(") ", 1)[-1] for entry in listing if "disasm" in entry]
+
     # -- maps ------------------------------------------------------------------------------------------------------
     def _map_pin(self, name: str) -> Path:
         """Maps are pinned by libbpf's name: global data as `<obj>_bss`, `<obj>_data`, `<obj>_rodata` ..."""

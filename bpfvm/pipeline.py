@@ -1,7 +1,7 @@
 """From a loaded program to the xlated program an engine runs, in the order of the kernel's bpf_check():
 
-    instantiate inlinable kfuncs (pruned)  ->  verify  ->  hard-wire dead branches  ->  remove dead code
-    ->  remove nops  ->  convert_ctx_accesses (context accesses onto the type's model; its prologue and
+    instantiate inlinable kfuncs (pruned)  ->  verify  ->  inline bpf_loop calls  ->  hard-wire dead branches
+    ->  remove dead code  ->  remove nops  ->  convert_ctx_accesses (context accesses onto the type's model; its prologue and
     epilogue)  ->  inline kfunc bodies (plain: library bodies; pruned: the pruned instances)
     ->  remove instance subprograms
 
@@ -25,6 +25,7 @@ from .kfunclib import KfuncLibrary, default_library
 from .program import Program
 from .progtypes import ProgType, find_prog_type
 from .rewrites import prologue as pro
+from .rewrites.bpf_loop import inline_bpf_loops
 from .rewrites.ctx_access import convert_ctx_accesses
 from .rewrites.dead_code import eliminate_dead_code
 from .rewrites.inline import (
@@ -104,10 +105,17 @@ def _prepare(prog: Program, mode: str, verify: bool, library: KfuncLibrary, log_
                  for slot, start in instances.items()}
         analysis = run_verifier(prog, log_level=log_level, kernel_btf=kernel_btf, instances=specs,
                                 kfunc_btfs=library.btfs())
+        analysis.apply(prog)
+        loop_stack = inline_bpf_loops(prog, analysis.stack_depth)
         eliminate_dead_code(prog, analysis)
         if prog_type is not None:
-            ctx_slot = _convert(prog, prog_type, analysis, mode, library, kernel_btf, decisions, notes)
+            ctx_slot = _convert(prog, prog_type, analysis, mode, library, kernel_btf, decisions, notes,
+                                loop_stack.get(0, 0))
     depths = _depths(prog, analysis)
+    if depths is not None:
+        starts = sorted(depths)
+        for sub, grow in loop_stack.items():
+            depths[starts[sub]] += grow
     if depths is not None and ctx_slot:
         depths[0] = max(depths[0], ctx_slot)
     if mode == "plain":
@@ -129,13 +137,13 @@ def _prepare(prog: Program, mode: str, verify: bool, library: KfuncLibrary, log_
 
 
 def _convert(prog: Program, prog_type: ProgType, analysis: Any, mode: str, library: KfuncLibrary,
-             kernel_btf: Any, decisions: list[InlineDecision], notes: list[str]) -> int:
+             kernel_btf: Any, decisions: list[InlineDecision], notes: list[str], main_extra: int = 0) -> int:
     """convert_ctx_accesses: context accesses, then the prologue and epilogue. Returns the stack bytes the
     epilogue's context slot adds below the main function's verified stack (0 without an epilogue)."""
     convert_ctx_accesses(prog, prog_type)
     direct_write = any(insn.cls in (isa.ST, isa.STX) and prog.aux.get(i, {}).get("mem_region") == "packet"
                        for i, insn in enumerate(prog.insns))
-    main_depth = analysis.stack_depth.get(0, 0)
+    main_depth = analysis.stack_depth.get(0, 0) + main_extra  # with the stack inline bpf_loops took
     ctx_off = pro.ctx_stack_offset(main_depth)
     pro_snippet = prog_type.gen_prologue(prog, direct_write)
     epi_snippet = prog_type.gen_epilogue(prog, ctx_off)

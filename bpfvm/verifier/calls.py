@@ -41,7 +41,7 @@ _SPECIAL_MAPS = {MAP_PROG_ARRAY: {"tail_call"}, MAP_PERF_EVENT_ARRAY: {"perf_eve
 
 
 class CallMeta:
-    __slots__ = ("map", "mem_size", "func", "release_ref", "dynptr", "raw_regno", "const_args", "const_key")
+    __slots__ = ("map", "mem_size", "func", "release_ref", "dynptr", "raw_regno", "const_key")
 
     def __init__(self) -> None:
         self.const_key = -1
@@ -51,7 +51,6 @@ class CallMeta:
         self.release_ref = 0
         self.dynptr = None
         self.raw_regno = -1
-        self.const_args: dict[int, int] = {}
 
 
 class CallMixin:
@@ -74,6 +73,8 @@ class CallMixin:
             raise self.reject("tail_call would lead to reference leak")
         if meta.release_ref:
             self.release_reference(st, meta.release_ref)
+        if proto.name == "loop":
+            self._note_loop_inline_state(st, meta.func)
         if proto.callback is not None:
             self._push_callback(st, proto, meta)
         if meta.dynptr is not None:
@@ -107,14 +108,22 @@ class CallMixin:
             raise AssertionError(ret)
         if proto.pkt_changing:
             self.clear_pkt_pointers(st)
-        self.aux[i].helper_const_args = dict(meta.const_args)
+
+    def _note_loop_inline_state(self, st: State, callback: int) -> None:
+        """A bpf_loop call can become an inline loop (rewrites/bpf_loop.py) when every path that reaches it
+        passes flags == 0 and the same callback (the kernel's update_loop_inline_state); flags become precise
+        so that pruning cannot merge in a path with other flags."""
+        aux = self.aux[self.cur_insn]
+        flags_zero = st.frames[-1].regs[4].is_null()
+        if flags_zero:
+            self.mark_precise(st, 4)
+        fits = flags_zero and aux.loop_callback in (-2, callback)
+        aux.loop_callback = callback if fits else -1
 
     def _check_arg(self, st: State, proto: Proto, hid: int, regno: int, kind: str, meta: CallMeta) -> None:
         reg = self.read_reg(st, regno)
         base = reg.type & 0xFF
         if kind == "anything":
-            if reg.is_const():
-                meta.const_args[regno] = reg.var.value
             return
         if kind == "map_ptr":
             if reg.type != CONST_PTR_TO_MAP:
@@ -147,7 +156,6 @@ class CallMixin:
                 raise self.reject(f"R{regno} is not a known constant'")
             self.mark_precise(st, regno)
             meta.mem_size = reg.var.value
-            meta.const_args[regno] = reg.var.value
             return
         if kind == "ctx":
             if base != PTR_TO_CTX or reg.type & MAYBE_NULL:

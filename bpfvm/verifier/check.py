@@ -279,6 +279,8 @@ class Verifier(Core, AluMixin, MemoryMixin, BranchMixin, CallMixin, PrecisionMix
                 d["ctx_field"] = a.ctx_field
             if a.instance >= 0:
                 d["kfunc_instance"] = a.instance
+            if a.loop_callback >= 0:
+                d["bpf_loop_callback"] = a.loop_callback
             facts[i] = d
             if insn.opcode == isa.OP_LDDW:
                 facts[i + 1] = {"seen": a.seen}

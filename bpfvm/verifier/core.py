@@ -3,7 +3,7 @@ checkpoint bookkeeping every other part uses (the kernel's `struct bpf_verifier_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import isa
@@ -28,9 +28,9 @@ class InsnAux:
     ctx_field: Any = None
     ptr_type: int = -1  # base pointer type of a load/store (kernel's save_aux_ptr_type)
     region: str = ""
-    helper_const_args: dict[int, int] = field(default_factory=dict)
     kfunc: str = ""
     instance: int = -1  # hidden subprogram start of an instance call
+    loop_callback: int = -2  # bpf_loop call: its callback's start (-2: not visited yet; -1: not inlinable)
 
     def note_access(self, safe: bool, region: str) -> None:
         self.proved_safe = safe if self.proved_safe is None else (self.proved_safe and safe)
