@@ -218,6 +218,21 @@ def _snapshot(p) -> tuple:
     return (list(p.insns), list(p.funcs), list(p.line_info), dict(p.aux))
 
 
+def _random_ranges(rng, prog, chance: float, min_len: int, max_len: int) -> list[tuple[int, int]]:
+    """Disjoint, ordered (start, count) ranges of whole instructions: each instruction starts one with
+    probability `chance`, spanning min_len..max_len instructions (0: an insertion point)."""
+    starts = [i for i, s in enumerate(isa.instruction_starts(prog.insns)) if s] + [len(prog.insns)]
+    ranges, k = [], 0
+    while k < len(starts) - 1:
+        if rng.random() < chance:
+            j = min(k + rng.randint(min_len, max_len), len(starts) - 1)
+            ranges.append((starts[k], starts[j] - starts[k]))
+            k = j + 1
+        else:
+            k += 1
+    return ranges
+
+
 @pytest.mark.parametrize("seed", range(200))
 def test_remove_runs_equals_removing_run_by_run(seed: int) -> None:
     import copy
@@ -227,15 +242,7 @@ def test_remove_runs_equals_removing_run_by_run(seed: int) -> None:
 
     rng = random.Random(seed)
     prog = _random_jumpy_program(rng)
-    starts = [i for i, s in enumerate(isa.instruction_starts(prog.insns)) if s] + [len(prog.insns)]
-    runs, k = [], 0
-    while k < len(starts) - 1:
-        if rng.random() < 0.25:
-            j = min(k + rng.randint(1, 3), len(starts) - 1)
-            runs.append((starts[k], starts[j] - starts[k]))
-            k = j + 1
-        else:
-            k += 1
+    runs = _random_ranges(rng, prog, 0.25, 1, 3)
     one_by_one, batched = copy.deepcopy(prog), copy.deepcopy(prog)
     try:
         for start, count in reversed(runs):
@@ -284,21 +291,15 @@ def test_replace_many_equals_replacing_one_by_one(seed: int) -> None:
 
     rng = random.Random(seed)
     prog = _random_jumpy_program(rng)
-    starts = [i for i, s in enumerate(isa.instruction_starts(prog.insns)) if s] + [len(prog.insns)]
-    edits, k = [], 0
-    while k < len(starts) - 1:
-        if rng.random() < 0.3:
-            j = min(k + rng.randint(0, 2), len(starts) - 1)
-            new = [Insn(isa.ALU64 | isa.MOV | isa.K, 2, 0, 0, rng.randint(0, 9)) for _ in range(rng.randint(0, 3))]
-            if new and rng.random() < 0.3:
-                new.insert(0, Insn(isa.OP_JA, 0, 0, len(new) - 1, 0))  # a jump inside the new code
-            if j == k and not new:
-                new = [Insn(isa.ALU64 | isa.MOV | isa.K, 3, 0, 0, 1)]
-            aux = [{"new": t} if rng.random() < 0.5 else None for t in range(len(new))] if rng.random() < 0.5 else None
-            edits.append(Edit(starts[k], starts[j] - starts[k], new, aux))
-            k = j + 1
-        else:
-            k += 1
+    edits = []
+    for start, count in _random_ranges(rng, prog, 0.3, 0, 2):
+        new = [Insn(isa.ALU64 | isa.MOV | isa.K, 2, 0, 0, rng.randint(0, 9)) for _ in range(rng.randint(0, 3))]
+        if new and rng.random() < 0.3:
+            new.insert(0, Insn(isa.OP_JA, 0, 0, len(new) - 1, 0))  # a jump inside the new code
+        if not count and not new:
+            new = [Insn(isa.ALU64 | isa.MOV | isa.K, 3, 0, 0, 1)]
+        aux = [{"new": t} if rng.random() < 0.5 else None for t in range(len(new))] if rng.random() < 0.5 else None
+        edits.append(Edit(start, count, new, aux))
     one_by_one, batched = copy.deepcopy(prog), copy.deepcopy(prog)
     try:
         for e in reversed(edits):
