@@ -11,10 +11,11 @@ the same `env` (see `native_symbols`), so both engines share every helper's sema
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from bpfvm import isa
 from bpfvm.errors import HelperError, LoadError, MemoryFault
@@ -277,8 +278,7 @@ def _tail_call(fn: Any, state: NativeEnv) -> HelperFn:
     return helper
 
 
-def _wrap(entry: Any, state: NativeEnv, fn: Any) -> HelperFn:
-    flags = entry.flags
+def _wrap(flags: int, name: str, fn: Any, state: NativeEnv) -> HelperFn:
     if flags & NATIVE_TAIL_CALL:
         wrapper = _tail_call(fn, state)
     elif flags & NATIVE_CALLBACK:
@@ -287,24 +287,43 @@ def _wrap(entry: Any, state: NativeEnv, fn: Any) -> HelperFn:
         wrapper = _output(fn, state)
     else:
         wrapper = _plain(fn, state)
-    wrapper.__name__ = state.ffi.string(entry.name).decode()
+    wrapper.__name__ = name
     wrapper._bpfvm_native = True  # type: ignore[attr-defined]
     return wrapper
 
 
-def _native_tables() -> tuple[dict[int, tuple[str, str]], dict[str, str]]:
-    """Built-in helpers as {id: (name, C symbol)} and kfuncs as {name: C symbol}."""
+class _NativeEntry(NamedTuple):
+    key: int | str  # helper id, or kfunc name
+    name: str
+    symbol: str
+    flags: int
+    fn: Any  # the cffi function
+
+
+@functools.cache
+def _native_entries() -> tuple[tuple[_NativeEntry, ...], tuple[_NativeEntry, ...]]:
+    """The built-in helpers and kfuncs, read from the library's tables once per process (every Runtime
+    wraps them anew, and a differential campaign makes a Runtime per run)."""
     ffi, lib = load_native()
-    helpers = {}
+    helpers = []
     for i in range(lib.bpfvm_helper_count):
         e = lib.bpfvm_helper_table[i]
         name = ffi.string(e.name).decode()
-        helpers[e.id] = (name, "bpfvm_helper_" + name.removeprefix("bpf_"))
-    kfuncs = {}
+        symbol = "bpfvm_helper_" + name.removeprefix("bpf_")
+        helpers.append(_NativeEntry(e.id, name, symbol, e.flags, getattr(lib, symbol)))
+    kfuncs = []
     for i in range(lib.bpfvm_kfunc_count):
-        name = ffi.string(lib.bpfvm_kfunc_table[i].name).decode()
-        kfuncs[name] = "bpfvm_kfunc_" + name
-    return helpers, kfuncs
+        e = lib.bpfvm_kfunc_table[i]
+        name = ffi.string(e.name).decode()
+        symbol = "bpfvm_kfunc_" + name
+        kfuncs.append(_NativeEntry(name, name, symbol, e.flags, getattr(lib, symbol)))
+    return tuple(helpers), tuple(kfuncs)
+
+
+def _native_tables() -> tuple[dict[int, tuple[str, str]], dict[str, str]]:
+    """Built-in helpers as {id: (name, C symbol)} and kfuncs as {name: C symbol}."""
+    helpers, kfuncs = _native_entries()
+    return {e.key: (e.name, e.symbol) for e in helpers}, {e.name: e.symbol for e in kfuncs}
 
 
 def attach(runtime: Any, *, options: "HelperOptions | Mapping[str, Any] | None" = None) -> None:
@@ -319,17 +338,9 @@ def attach(runtime: Any, *, options: "HelperOptions | Mapping[str, Any] | None" 
     if old is not None:
         runtime.memory.remove(old.scratch)
     runtime.native_env = state
-    lib = state.lib
-    helpers: dict[int, HelperFn] = {}
-    for i in range(lib.bpfvm_helper_count):
-        entry = lib.bpfvm_helper_table[i]
-        symbol = "bpfvm_helper_" + state.ffi.string(entry.name).decode().removeprefix("bpf_")
-        helpers[entry.id] = _wrap(entry, state, getattr(lib, symbol))
-    kfuncs: dict[str, HelperFn] = {}
-    for i in range(lib.bpfvm_kfunc_count):
-        entry = lib.bpfvm_kfunc_table[i]
-        name = state.ffi.string(entry.name).decode()
-        kfuncs[name] = _wrap(entry, state, getattr(lib, "bpfvm_kfunc_" + name))
+    native_helpers, native_kfuncs = _native_entries()
+    helpers: dict[int, HelperFn] = {e.key: _wrap(e.flags, e.name, e.fn, state) for e in native_helpers}
+    kfuncs: dict[str, HelperFn] = {e.key: _wrap(e.flags, e.name, e.fn, state) for e in native_kfuncs}
     helpers.update(USER_HELPERS)
     kfuncs.update(USER_KFUNCS)
     helpers.update({k: v for k, v in runtime.helpers.items() if not getattr(v, "_bpfvm_native", False)})
