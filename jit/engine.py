@@ -32,6 +32,7 @@ from bpfvm.interp import (
 from bpfvm.program import Program
 
 from . import guards as g
+from . import native_inline as ni
 from .lower import Plan, analyse, lower
 
 M64 = (1 << 64) - 1
@@ -65,8 +66,9 @@ def _code_version() -> str:
     """Identity of the code generator: our sources, llvmlite/LLVM versions and the host CPU."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("lower.py", "guards.py", "engine.py"):
+    for name in ("lower.py", "guards.py", "engine.py", "native_inline.py"):
         h.update((here / name).read_bytes())
+    h.update(ni.native_version().encode())  # expansions bake the native structures' layout in
     _init_llvm()
     h.update(repr((llvmlite.__version__, llvm.llvm_version_info, llvm.get_process_triple(),
                    llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())).encode())
@@ -187,9 +189,10 @@ def emit_ir(program: Program, plan: Plan) -> str:
 # LLVM's register coalescing, allocation and IR passes such as InstCombine, LVI and GVN grow faster than
 # linearly with the size of one function: a 10k-slot subprogram took ~0.9 s per 1k slots at O2 against ~0.4
 # for 1k slots. Past this many slots in one subprogram the JIT compiles in a cheaper tier: O1 IR passes and
-# fast instruction selection and register allocation (~0.35 s per 1k slots), trading code quality for
-# start-up time, as tiered JITs do for huge functions.
-LARGE_FUNCTION_SLOTS = 4000
+# fast instruction selection and register allocation (~0.35 s per 1k slots), trading code quality (about 7x
+# slower code) for start-up time, as tiered JITs do for huge functions. The bound stays above the RFC
+# benchmark's plain-inlined programs (6.7k-7.2k slots), whose run time is what they are measured for.
+LARGE_FUNCTION_SLOTS = 8000
 
 
 def effective_levels(plan: Plan, opt_level: int) -> tuple[int, int]:
@@ -288,6 +291,19 @@ def _registry_plain_symbols() -> dict[tuple[str, str], int]:
     return plain
 
 
+def _inline_tag(kind: str, key: int | str, native: NativeHelper) -> int:
+    """The slot's `native_inline` tag: set only when the slot calls the native library's own function with
+    the runtime's environment, the one case the JIT's expansion reproduces."""
+    tag = ni.tag_for(kind, key)
+    if tag == ni.TAG_NONE or not native.env:
+        return ni.TAG_NONE
+    try:
+        own = _registry_plain_symbols().get((kind, str(key)))
+    except (ImportError, AttributeError, BpfvmError):
+        return ni.TAG_NONE
+    return tag if own and native.address == own else ni.TAG_NONE
+
+
 def _registry_native(runtime: Runtime, kind: str, name: str) -> NativeHelper | None:
     state = getattr(runtime, "native_env", None)
     if state is None:
@@ -341,7 +357,8 @@ class JitRunnable:
             spec = program.maps[index]
             self._consts[k] = runtime.map_pointer(spec) if offset < 0 else runtime.map_value_address(spec, offset)
         self._sites = (ctypes.c_uint32 * max(1, len(program.insns)))()
-        self._helpers = (_U64 * (3 * max(1, len(plan.slots))))()
+        width = ni.SLOT_FIELDS
+        self._helpers = (_U64 * (width * max(1, len(plan.slots))))()
         self._natives: dict[int, NativeHelper] = {}
         self._keep: list[Any] = []  # ctypes callbacks must outlive the native code that calls them
         for k, (kind, key) in enumerate(plan.slots):
@@ -349,12 +366,13 @@ class JitRunnable:
             native = native_helper(runtime, kind, key, fn) if fn is not None else None
             if native is not None:
                 self._natives[k] = native
-                self._helpers[3 * k : 3 * k + 3] = [native.address, native.env, native.fault_address]
+                self._helpers[width * k : width * k + width] = [
+                    native.address, native.env, native.fault_address, _inline_tag(kind, key, native)]
                 continue
             publish = kind == "helper" and key in CALLBACK_HELPER_IDS
             callback = _HELPER_CB(self._trampoline(fn if fn is not None else _missing(kind, key), publish))
             self._keep.append(callback)
-            self._helpers[3 * k] = ctypes.cast(callback, ctypes.c_void_p).value
+            self._helpers[width * k] = ctypes.cast(callback, ctypes.c_void_p).value
         for field, service in self._services().items():
             callback = _SERVICE_CB[field](service)
             self._keep.append(callback)

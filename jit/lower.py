@@ -27,6 +27,7 @@ from bpfvm.isa import Insn
 from bpfvm.program import Program
 
 from . import guards as g
+from . import native_inline as ni
 
 M64 = isa.U64
 M32 = isa.U32
@@ -500,10 +501,11 @@ class FunctionLowerer:
         # Python callable. fn(env, r1..r5), then the helper's own fault word (if it has one), then ours.
         regs = [self.reg(r) for r in range(1, 6)]
         table = self.op(f"inttoptr i64 {b.sload(g.F_HELPERS)} to ptr")
-        entry = self.op(f"getelementptr i64, ptr {table}, i64 {slot * 3}")
-        fn = self.op(f"inttoptr i64 {self.op(f'load i64, ptr {entry}, align 8, {g.VM}')} to ptr")
+        entry = self.op(f"getelementptr i64, ptr {table}, i64 {slot * ni.SLOT_FIELDS}")
         env_p = self.op(f"getelementptr i64, ptr {entry}, i64 1")
         env = self.op(f"inttoptr i64 {self.op(f'load i64, ptr {env_p}, align 8, {g.VM}')} to ptr")
+        expanded = self.inline_native(insn, entry, env, regs)
+        fn = self.op(f"inttoptr i64 {self.op(f'load i64, ptr {entry}, align 8, {g.VM}')} to ptr")
         fault_p = self.op(f"getelementptr i64, ptr {entry}, i64 2")
         fault_at = self.op(f"load i64, ptr {fault_p}, align 8, {g.VM}")
         r0 = b.tmp()
@@ -516,8 +518,40 @@ class FunctionLowerer:
         b.start(failed)
         b.fault(g.E_NATIVE, i, str(slot))
         b.start(ok)
-        b.unwind_if_error()
-        self.set(0, r0)
+        called = b.unwind_if_error()
+        if expanded is None:
+            self.set(0, r0)
+            return
+        inline_block, inline_r0, join = expanded
+        b.emit(f"br label %{join}")
+        b.start(join)
+        self.set(0, self.op(f"phi i64 [{inline_r0}, %{inline_block}], [{r0}, %{called}]"))
+
+    def inline_native(self, insn: Insn, entry: str, env: str, regs: list[str]) -> tuple[str, str, str] | None:
+        """Expand a kernel-internal kfunc (`jit.native_inline`) when its slot is bound to the native library's
+        function and the arguments are what the expansion covers; otherwise fall through to the call.
+        Returns (the expansion's block, its r0, the join block it branches to) for the caller to start after
+        the call, or None if nothing was emitted."""
+        if insn.src != isa.PSEUDO_KFUNC_CALL or self.kfuncs[insn.imm] not in ni.INLINE_KFUNCS:
+            return None
+        layout = ni.native_layout()
+        if layout is None:
+            return None
+        b = self.b
+        tag_p = self.op(f"getelementptr i64, ptr {entry}, i64 3")
+        tagged = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {tag_p}, align 8, {g.VM}')}, "
+                         f"{ni.TAG_SKB_POINTER_IF_LINEAR}")
+        check, inline, call = b.label(), b.label(), b.label()
+        b.emit(f"br i1 {tagged}, label %{check}, label %{call}")
+        b.start(check)
+        applies, skb = ni.skb_of_run(self, layout, env, regs[0])
+        b.emit(f"br i1 {applies}, label %{inline}, label %{call}")
+        b.start(inline)
+        r0 = ni.skb_pointer_if_linear(self, layout, skb, regs[1], regs[2])
+        join = b.label()
+        b.emit(f"br label %{join}")
+        b.start(call)
+        return inline, r0, join
 
     def service(self, field_index: int, args: list[str]) -> str:
         """Call a Python service (see `guards.SERVICES`) with the instruction count synced."""
