@@ -372,7 +372,7 @@ class _Emitter:
             value = f"r{insn.src}" if size == 8 else f"r{insn.src} & {mask}"
             return [f"SP{size}(SV, r10 - SB + {insn.off}, {value})"]
         if insn.cls == isa.ST:
-            return [f"st{size}({addr}, {insn.imm & M64}, {i})"]
+            return [f"st{size}({addr}, {insn.imm & M64}, {i}, {insn.imm})"]
         if isa.mem_mode(insn.opcode) == isa.MEM:
             return [f"st{size}({addr}, r{insn.src}, {i})"]
         op = insn.imm

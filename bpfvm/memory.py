@@ -40,7 +40,10 @@ class AccessHook(Protocol):
 
     def load(self, offset: int, size: int, pc: int) -> int: ...
 
-    def store(self, offset: int, size: int, value: int, pc: int) -> None: ...
+    def store(self, offset: int, size: int, value: int, pc: int) -> None:
+        """`value` is the whole operand, as the kernel's conversion sees it: the 64-bit register of a BPF_STX
+        or the signed immediate of a BPF_ST, not yet cut to `size` bytes (queue_mapping's rule reads all of
+        it); the hook masks what it stores."""
 
 
 class Region:
@@ -222,14 +225,15 @@ class Memory:
             return load
 
         def make_store(size: int, pack: Callable, mask: int) -> Callable[[int, int, int], None]:
-            def store(addr: int, value: int, pc: int) -> None:
+            def store(addr: int, value: int, pc: int, operand: int | None = None) -> None:
+                """`operand`: a BPF_ST's signed immediate, for hooks (`value` is it sign-extended)."""
                 start, end, view = wcache
                 if start <= addr and addr + size <= end:
                     pack(view, addr - start, value & mask)
                     return
                 region = locate(addr, size, True, pc)
                 if region.hook is not None:
-                    region.hook.store(addr - region.start, size, value & mask, pc)
+                    region.hook.store(addr - region.start, size, value if operand is None else operand, pc)
                     return
                 pack(region.view, addr - region.start, value & mask)
 

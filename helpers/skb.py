@@ -197,22 +197,26 @@ class SkbCtxHook:
     def store(self, offset: int, size: int, value: int, pc: int) -> None:
         if self._cb(offset, size) is not None:
             start = offset - _CB_START
-            self.ctx.ffi.buffer(self.skb.cb)[start : start + size] = value.to_bytes(size, "little")
+            self.ctx.ffi.buffer(self.skb.cb)[start : start + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(
+                size, "little")
             return
         field = _field_at(offset)
         name = field[0] if field else f"+{offset}"
         if field is None or name not in self.ctx.kind.ctx_writes or offset != field[1] or size != field[2]:
             raise MemoryFault(f"{self.ctx.prog_type} programs may not write {size} bytes to __sk_buff.{name}", pc)
         skb = self.skb
+        stored = value & ((1 << (8 * size)) - 1)
         if name.startswith("cb"):
-            skb.cb[int(name[2:])] = value
+            skb.cb[int(name[2:])] = stored
         elif name == "queue_mapping":
-            if value < 0xFFFF:  # NO_QUEUE_MAPPING and above are ignored
-                skb.queue_mapping = value
+            # the kernel compares the whole operand (64-bit register, or signed immediate) with
+            # NO_QUEUE_MAPPING and ignores the store at or above it
+            if value < 0xFFFF:
+                skb.queue_mapping = value & 0xFFFF
         elif name in ("tc_index", "tc_classid"):  # 16-bit fields in the kernel
-            setattr(skb, name, value & 0xFFFF)
+            setattr(skb, name, stored & 0xFFFF)
         else:
-            setattr(skb, name, value)
+            setattr(skb, name, stored)
 
 
 class SkbContext:

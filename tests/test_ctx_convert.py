@@ -181,8 +181,8 @@ def test_every_writable_skb_field_matches_kernel(prog_type: str, engine: str) ->
 @pytest.mark.parametrize("engine", ["interp", "jit"])
 def test_queue_mapping_stores_compare_like_the_kernel(engine: str) -> None:
     """The kernel compares a stored register's 64 bits, and a stored imm as signed, with NO_QUEUE_MAPPING:
-    0x100000005 is ignored, -1 is stored as 0xffff. (The hooked context of unverified runs sees only the 32
-    bits stored and gives 0x50005.)"""
+    0x100000005 is ignored, -1 is stored as 0xffff. The hooked context of unverified runs gets the whole
+    operand and does the same (it once saw only the 32 bits stored: campaign seed 476007)."""
     prog = asm("""
         mov %r9, %r1
         mov %r2, 7
@@ -197,6 +197,7 @@ def test_queue_mapping_stores_compare_like_the_kernel(engine: str) -> None:
         exit
     """)
     assert converted_run("sched_cls", prog, ipv4_udp(), engine=engine).retval == 0xFFFF0007
+    assert vm_run("sched_cls", prog, ipv4_udp()).retval == 0xFFFF0007
     assert kernel_run("sched_cls", prog, ipv4_udp()).retval == 0xFFFF0007
 
 
