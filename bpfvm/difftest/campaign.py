@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cases import Case, signature
+from .robust import MALFORMED_SECONDS
 
 CHUNK = 16
 PROGRAM_FAILURES = ("mismatch", "crash", "timeout")
@@ -39,8 +40,8 @@ class CampaignConfig:
     jit_every: int = 50  # every Nth program also runs on the JIT
     elf_every: int = 16  # every Nth program goes through the ELF writer and loader
     object_every: int = 11  # with both kinds: seed % N == N - 1 is a malformed object (1 in 11)
-    case_seconds: float = 20.0  # CPU seconds per case
-    huge_seconds: float = 60.0  # CPU seconds (time_limit counts CPU time)
+    case_seconds: float = 20.0  # CPU seconds per generated program
+    huge_seconds: float = MALFORMED_SECONDS  # CPU seconds per malformed input (see robust.MALFORMED_SECONDS)
     saves_per_signature: int = 3
     case_fn: Callable[[int, "CampaignConfig"], tuple[str, str, Case | None]] | None = None  # tests: replaces run_case
     hang_grace: float = 60.0  # seconds past the case bound before a silent worker counts as hung
@@ -76,7 +77,7 @@ def run_case(seed: int, cfg: CampaignConfig) -> tuple[str, str, Case | None]:
     from .robust import run_malformed
 
     m = make(seed)
-    outcome = run_malformed(m, seconds=cfg.huge_seconds if m.kind == "huge" else cfg.case_seconds)
+    outcome = run_malformed(m, seconds=cfg.huge_seconds)
     if outcome.failed or outcome.status in ("internal", "multiline"):
         return m.kind, outcome.status, Case(m.kind, seed, outcome.status, m.data, outcome.detail,
                                             prog_type=m.prog_type, extra={"note": m.note})

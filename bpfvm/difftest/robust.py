@@ -53,7 +53,12 @@ class RobustOutcome:
         return self.status in ("traceback", "timeout", "mismatch")
 
 
-def run_malformed(m: Malformed, *, seconds: float = 20.0) -> RobustOutcome:
+# CPU seconds a malformed input may take: enough for the verifier to reach its own bound (the kernel's 1M
+# processed instructions, ~25 s of Python here) and still refuse in one line
+MALFORMED_SECONDS = 60.0
+
+
+def run_malformed(m: Malformed, *, seconds: float = MALFORMED_SECONDS) -> RobustOutcome:
     try:
         with time_limit(seconds):
             return _run(m)
