@@ -168,6 +168,23 @@ def _check(workload: Workload, who: str, retval: int, hits: int, runs: int) -> N
                               f"expected {SLICES * runs}")
 
 
+def _timed_round(workload: Workload, who: str, hits_now: Callable[[], int],
+                 run_once: Callable[[], tuple[int, float]], calls: int) -> tuple[Round, int]:
+    """`calls` test runs of REPEAT each: the round (hits, the runs' own ns, wall time) and the last retval,
+    checked against what the workload must return and count."""
+    before = hits_now()
+    native = 0.0
+    retval = 0
+    start = time.perf_counter()
+    for _ in range(calls):
+        retval, ns = run_once()
+        native += ns
+    wall = time.perf_counter() - start
+    hits = hits_now() - before
+    _check(workload, who, retval, hits, calls * REPEAT)
+    return Round(hits, native, wall), retval
+
+
 def _hits_of(bss: bytes) -> int:
     return int.from_bytes(bss[:8], "little")
 
@@ -192,17 +209,13 @@ class VmRunner:
         return self._last_retval
 
     def round(self, calls: int) -> Round:
-        before = self._hits()
-        native = 0.0
-        start = time.perf_counter()
-        for _ in range(calls):
+        def run_once() -> tuple[int, float]:
             result = self._run()
-            native += result.duration_ns * result.repeat
-        wall = time.perf_counter() - start
-        hits = self._hits() - before
-        self._last_retval = result.retval
-        _check(self.workload, f"{self.engine}/{self.mode}", result.retval, hits, calls * REPEAT)
-        return Round(hits, native, wall)
+            return result.retval, result.duration_ns * result.repeat
+
+        found, self._last_retval = _timed_round(self.workload, f"{self.engine}/{self.mode}", self._hits, run_once,
+                                                calls)
+        return found
 
     def close(self) -> None:
         pass
@@ -228,17 +241,12 @@ class KernelRunner:
         return self._last_retval
 
     def round(self, calls: int) -> Round:
-        before = self._hits()
-        native = 0.0
-        start = time.perf_counter()
-        for _ in range(calls):
+        def run_once() -> tuple[int, float]:
             result = self.kernel.run(self.workload.prog, data_in=self.workload.packet, repeat=REPEAT)
-            native += result.duration_ns * REPEAT  # the kernel reports the average per run, in whole ns
-        wall = time.perf_counter() - start
-        hits = self._hits() - before
-        self._last_retval = result.retval
-        _check(self.workload, "the kernel", result.retval, hits, calls * REPEAT)
-        return Round(hits, native, wall)
+            return result.retval, result.duration_ns * REPEAT  # the kernel reports the average per run, in ns
+
+        found, self._last_retval = _timed_round(self.workload, "the kernel", self._hits, run_once, calls)
+        return found
 
     def close(self) -> None:
         self.kernel.close()

@@ -168,17 +168,7 @@ def s_map(g: "Generator", fn: "Fn", st: GState) -> bool:
         return True
     code.emit(call(MAP_LOOKUP))
     st.clobber_call(None)
-    if fn.depth >= g.cfg.max_depth:
-        return True
-    skip = code.new_label()
-    code.jump(jmp(isa.JEQ, 0, imm=0), skip)
-    inner = st.copy()
-    inner.regs[0] = f"mv:{g.maps[m].value_size}"
-    inner = g.block(fn, inner, ch.between(1, 4), prefer=("deref",))
-    code.place(skip)
-    merged = inner.merge(st)
-    merged.regs.pop(0, None)
-    st.__dict__.update(merged.__dict__)
+    _when_not_null(g, fn, st, f"mv:{g.maps[m].value_size}", 4)
     return True
 
 
@@ -275,15 +265,22 @@ def s_kfunc(g: "Generator", fn: "Fn", st: GState) -> bool:
     rdwr = g.cfg.prog_type != "socket_filter" and ch.chance(0.3)
     code.items.append(KfuncCall("bpf_dynptr_slice_rdwr" if rdwr else "bpf_dynptr_slice"))
     st.clobber_call(None)
+    _when_not_null(g, fn, st, f"mem:{size}:{'rw' if rdwr else 'ro'}", 3)
+    return True
+
+
+def _when_not_null(g: "Generator", fn: "Fn", st: GState, r0_kind: str, most: int) -> None:
+    """After a call returning a pointer or NULL in r0: up to `most` statements (dereferences preferred) in a
+    block that runs only when r0 != 0, with r0 of `r0_kind` there; r0 is unknown after the block."""
     if fn.depth >= g.cfg.max_depth:
-        return True
+        return
+    code = fn.code
     skip = code.new_label()
     code.jump(jmp(isa.JEQ, 0, imm=0), skip)
     inner = st.copy()
-    inner.regs[0] = f"mem:{size}:{'rw' if rdwr else 'ro'}"
-    inner = g.block(fn, inner, ch.between(1, 3), prefer=("deref",))
+    inner.regs[0] = r0_kind
+    inner = g.block(fn, inner, g.ch.between(1, most), prefer=("deref",))
     code.place(skip)
     merged = inner.merge(st)
     merged.regs.pop(0, None)
     st.__dict__.update(merged.__dict__)
-    return True
