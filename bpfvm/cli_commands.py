@@ -84,7 +84,7 @@ def _load(path: Path, prog_type: str | None, options: dict[str, Any] | None = No
 @click.option("--ctx-out", type=click.Path(path_type=Path), help="Write the context after the run here.")
 @click.option("--map", "map_updates", nargs=3, multiple=True, metavar="NAME KEY VALUE",
               help="Set a map element before the run (integers or hex bytes). Repeatable.")
-@click.option("--dump-maps", is_flag=True, help="Print every map's contents after the run.")
+@click.option("--dump-maps", is_flag=True, help="Print every map's contents after the run (arrays: their non-zero elements).")
 @click.option("--skb-linear", type=click.IntRange(0), help="Keep only this many bytes of an skb linear (the rest in fragments).")
 @click.option("--xdp-frags", type=click.IntRange(1), help="XDP multi-buffer: bytes per fragment after the first buffer.")
 @click.option("--max-insns", type=click.IntRange(1), default=None, help="Instruction budget per run (runaway guard).")
@@ -127,7 +127,7 @@ def run(path: Path, prog_name: str | None, prog_type: str | None, repeat: int, d
     if as_json:
         report = {"program": handle.name, "engine": engine, "inline": inline, **result.to_json()}
         if dump_maps:
-            report["maps"] = {name: m.dump() for name, m in obj.maps.items()}
+            report["maps"] = {name: _dump_map(m) for name, m in obj.maps.items()}
         click.echo(json.dumps(report, indent=2))
         return
     for line in result.output:
@@ -135,7 +135,15 @@ def run(path: Path, prog_name: str | None, prog_type: str | None, repeat: int, d
     click.echo(f"Return value: {result.retval}, duration (average): {round(result.duration_ns)}ns")
     if dump_maps:
         for name, bpf_map in obj.maps.items():
-            click.echo(f"map {name}: {json.dumps(bpf_map.dump())}")
+            click.echo(f"map {name}: {json.dumps(_dump_map(bpf_map))}")
+
+
+def _dump_map(bpf_map: Any) -> dict[str, Any]:
+    """A map's contents for --dump-maps; an array lists its non-zero elements, since real programs declare
+    arrays of millions of elements."""
+    from helpers.maps import ArrayMap
+
+    return bpf_map.dump(skip_zero=True) if isinstance(bpf_map, ArrayMap) else bpf_map.dump()
 
 
 @main.command()

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import bpfsys
 from .errors import BpfvmError
 
 BPFFS = Path("/sys/fs/bpf")
@@ -53,27 +54,21 @@ def kernel_unavailable_reason() -> str | None:
     return _probe_prog_load()
 
 
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
-
-
 def _probe_prog_load() -> str | None:
     """Load `r0 = 0; exit` as a socket filter with bpf(BPF_PROG_LOAD); None if the kernel accepts it."""
     import ctypes
-    import platform
     import struct
 
-    number = _BPF_SYSCALL.get(platform.machine())
-    if number is None:
-        return f"no bpf() syscall number known for {platform.machine()}"
-    libc = ctypes.CDLL(None, use_errno=True)
     insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"))
     license_ = ctypes.create_string_buffer(b"GPL")
-    attr = ctypes.create_string_buffer(128)
     # union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license
-    struct.pack_into("<IIQQ", attr, 0, 1, 2, ctypes.addressof(insns), ctypes.addressof(license_))
-    fd = libc.syscall(number, 5, attr, 128)
+    attr = struct.pack("<IIQQ", 1, 2, ctypes.addressof(insns), ctypes.addressof(license_))
+    try:
+        fd, err, _ = bpfsys.bpf(bpfsys.PROG_LOAD, attr)
+    except bpfsys.BpfSyscallError as exc:
+        return str(exc)
     if fd < 0:
-        return f"bpf(BPF_PROG_LOAD) refused: {os.strerror(ctypes.get_errno())}"
+        return f"bpf(BPF_PROG_LOAD) refused: {os.strerror(err)}"
     os.close(fd)
     return None
 
@@ -178,29 +173,32 @@ class KernelObject:
                 return pin
         raise BpfvmError(f"the kernel has no map {name!r} from {self.path.name}")
 
-    def map_dump(self, name: str) -> dict[bytes, bytes]:
-        """Every key and value of a map (per-CPU maps: the values of all CPUs concatenated)."""
-        done = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(self._map_pin(name))],
-                              capture_output=True, text=True)
-        entries = _json_or_none(done.stdout)
-        if done.returncode != 0 or not isinstance(entries, list):
-            raise BpfvmError(f"kernel map dump of {name} failed: {done.stderr.strip() or done.stdout.strip()}")
-        out: dict[bytes, bytes] = {}
-        for entry in entries:
-            key = bytes(int(b, 16) for b in entry["key"])
-            if "values" in entry:
-                value = b"".join(bytes(int(b, 16) for b in v["value"]) for v in entry["values"])
-            else:
-                value = bytes(int(b, 16) for b in entry["value"])
-            out[key] = value
-        return out
+    def map_dump(self, name: str, *, skip_zero_array_values: bool = False) -> dict[bytes, bytes]:
+        """Every key and value of a map, read with bpf() (per-CPU maps: the values of all possible CPUs
+        concatenated, each `value_size` bytes); an array's all-zero elements are left out when asked."""
+        try:
+            with bpfsys.KernelMapFd(self._map_pin(name)) as kmap:
+                entries = dict(kmap.items(skip_zero_array_values=skip_zero_array_values))
+                info = kmap.info
+        except bpfsys.BpfSyscallError as exc:
+            raise BpfvmError(f"kernel map dump of {name} failed: {exc.strerror}") from None
+        if info.type in bpfsys.PERCPU_TYPES:
+            stride = (info.value_size + 7) & ~7
+            entries = {k: b"".join(v[i : i + info.value_size] for i in range(0, len(v), stride))
+                       for k, v in entries.items()}
+        return entries
 
     def map_update(self, name: str, key: bytes, value: bytes) -> None:
-        cmd = ["bpftool", "map", "update", "pinned", str(self._map_pin(name)),
-               "key", "hex", *[f"{b:02x}" for b in key], "value", "hex", *[f"{b:02x}" for b in value]]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise BpfvmError(f"kernel map update of {name} failed: {done.stderr.strip()}")
+        """Set one element; a per-CPU map given one `value_size` value gets it on every CPU (as bpftool does)."""
+        try:
+            with bpfsys.KernelMapFd(self._map_pin(name)) as kmap:
+                info = kmap.info
+                if info.type in bpfsys.PERCPU_TYPES and len(value) == info.value_size:
+                    padded = value.ljust((info.value_size + 7) & ~7, b"\0")
+                    value = padded * (info.syscall_value_size // len(padded))
+                kmap.update(key, value)
+        except bpfsys.BpfSyscallError as exc:
+            raise BpfvmError(f"kernel map update of {name} failed: {exc.strerror}") from None
 
 
 def _json_or_none(text: str):

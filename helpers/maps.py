@@ -194,6 +194,7 @@ class Map:
         self.memory = memory
         self.ncpus = ncpus
         self.readonly = bool(spec.readonly or spec.flags & BPF_F_RDONLY_PROG)
+        self.spin_lock_offset = spin_lock_offset
         self.flags = spec.flags | (BPF_F_RDONLY_PROG if spec.readonly else 0)
         self.percpu = spec.type in PERCPU_TYPES
         if not 1 <= ncpus <= 4096:
@@ -397,6 +398,51 @@ class ArrayMap(Map):
     def keys(self) -> list[bytes]:
         """Every index: array elements always exist."""
         return [i.to_bytes(4, "little") for i in range(self.max_entries)]
+
+    def items(self, *, skip_zero: bool = False) -> list[tuple[bytes, Any]]:
+        """Every (index, value), read straight from the storage; with `skip_zero`, only elements with a
+        non-zero byte, found block by block: arrays of millions of elements are mostly zero."""
+        storage = self._storage()
+        if storage is None:
+            pairs = super().items()
+            return [(k, v) for k, v in pairs if not skip_zero or any(b"".join(v) if self.percpu else v)]
+        elem = self._stride * (self.ncpus if self.percpu else 1)
+        per_block = max(1, (1 << 16) // elem)
+        zero_block = bytes(per_block * elem)
+        out: list[tuple[bytes, Any]] = []
+        for first in range(0, self.max_entries, per_block):
+            block = storage[first * elem : min(self.max_entries, first + per_block) * elem]
+            if skip_zero and block == zero_block[: len(block)]:
+                continue
+            for i in range(len(block) // elem):
+                raw = block[i * elem : (i + 1) * elem]
+                if skip_zero and not any(raw):
+                    continue
+                value = [raw[c * self._stride : c * self._stride + self.value_size] for c in range(self.ncpus)] \
+                    if self.percpu else raw[: self.value_size]
+                if skip_zero and not any(b"".join(value) if self.percpu else value):  # a write into padding only
+                    continue
+                out.append(((first + i).to_bytes(4, "little"), value))
+        return out
+
+    def _storage(self) -> Any:
+        """The element storage (slicing it copies bytes) when a syscall lookup would return an element
+        unchanged: no spin lock, whose word lookups clear."""
+        if self.spin_lock_offset is not None or self.region is None:
+            return None
+        elem = self._stride * (self.ncpus if self.percpu else 1)
+        if self.region.size < self.max_entries * elem:
+            return None
+        return self.region.view
+
+    def dump(self, *, skip_zero: bool = False) -> dict[str, Any]:
+        """JSON-friendly contents; with `skip_zero`, only non-zero elements and how many were left out."""
+        d = self._describe()
+        pairs = self.items(skip_zero=skip_zero)
+        d["entries"] = [{"key": k.hex(), "value": self._hex(v)} for k, v in pairs]
+        if skip_zero:
+            d["zero_entries_not_shown"] = self.max_entries - len(pairs)
+        return d
 
     def value_address(self, offset: int) -> int:
         """As the kernel's direct value access: an ARRAY of one element, 0 <= offset < value_size."""

@@ -1,4 +1,4 @@
-"""A minimal ctypes bpf(2) wrapper for comparing bpfvm's maps with the running kernel's.
+"""Kernel maps through bpf(2) (bpfvm.bpfsys), for comparing bpfvm's maps with the running kernel's.
 
 Only what the map oracle tests need: create a map, the element commands, and a tiny socket-filter program
 that looks a 4-byte key up from BPF (the only way to mark an LRU element used: syscall lookups never do).
@@ -12,43 +12,19 @@ import errno
 import os
 import struct
 
-SYS_BPF = 321  # x86_64
-MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
-PROG_LOAD, PROG_TEST_RUN, MAP_LOOKUP_AND_DELETE_ELEM = 5, 10, 21
+from bpfvm.bpfsys import (MAP_CREATE, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY, MAP_LOOKUP_AND_DELETE_ELEM,
+                          MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PERCPU_TYPES, PROG_LOAD, PROG_TEST_RUN, BpfSyscallError,
+                          bpf, possible_cpus)
+
 PROG_TYPE_SOCKET_FILTER = 1
-ATTR_SIZE = 144
-PERCPU_TYPES = {5, 6, 10}
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
-
-
-def bpf(cmd: int, attr: bytes) -> tuple[int, int, bytes]:
-    """(return value, errno, attr after the call)."""
-    buf = ctypes.create_string_buffer(attr.ljust(ATTR_SIZE, b"\0"), ATTR_SIZE)
-    ret = _libc.syscall(SYS_BPF, cmd, buf, ATTR_SIZE)
-    return ret, (ctypes.get_errno() if ret < 0 else 0), buf.raw
-
-
-def possible_cpus() -> int:
-    """The kernel's num_possible_cpus(), which sizes per-CPU values and LRU lists."""
-    try:
-        text = open("/sys/devices/system/cpu/possible").read().strip()
-    except OSError:
-        return os.cpu_count() or 1
-    total = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        total += int(hi or lo) - int(lo) + 1
-    return total
 
 
 def unavailable_reason() -> str | None:
     """Why the kernel cannot serve as an oracle here, or None when bpf() works."""
-    if os.uname().machine != "x86_64":
-        return "the bpf() wrapper only knows the x86_64 syscall number"
-    ret, err, _ = bpf(MAP_CREATE, struct.pack("<5I", 2, 4, 4, 1, 0))
+    try:
+        ret, err, _ = bpf(MAP_CREATE, struct.pack("<5I", 2, 4, 4, 1, 0))
+    except BpfSyscallError as exc:
+        return str(exc)
     if ret < 0:
         return f"bpf(BPF_MAP_CREATE) refused: {errno.errorcode.get(err, err)}"
     os.close(ret)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from bpfvm import isa
+from bpfvm import bpfsys, isa
 from bpfvm.errors import HelperError, MemoryFault
 from bpfvm.interp import Interpreter, Runtime
 from bpfvm.memory import Memory
@@ -134,21 +134,18 @@ def vm_run(prog_type: str, prog: Prog, data: bytes, ctx: bytes | None = None, ma
 # -- kernel side (ctypes bpf()) ------------------------------------------------------------------------------------
 _PROG_TYPES = {"socket_filter": 1, "kprobe": 2, "sched_cls": 3, "sched_act": 4, "xdp": 6, "cgroup_skb": 8,
                "lwt_in": 10, "lwt_out": 11, "lwt_xmit": 12, "syscall": 31}
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
 
 
 class KernelBpf:
     """Just enough bpf(2) to load raw programs, make maps and test-run; never attaches anything."""
 
     def __init__(self) -> None:
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        self.nr = _BPF_SYSCALL[platform.machine()]
         self.log = ctypes.create_string_buffer(1 << 20)
 
-    def call(self, cmd: int, attr: bytearray) -> tuple[int, ctypes.Array]:
-        buf = ctypes.create_string_buffer(bytes(attr), 256)
-        ret = self.libc.syscall(self.nr, cmd, buf, 256)
-        return (-ctypes.get_errno() if ret < 0 else ret), buf
+    def call(self, cmd: int, attr: bytearray) -> tuple[int, bytes]:
+        """(the return value or -errno, the attr as the kernel left it)."""
+        ret, err, out = bpfsys.bpf(cmd, attr)
+        return (-err if ret < 0 else ret), out
 
     def map_create(self, spec: MapSpec) -> int:
         attr = bytearray(256)
@@ -236,7 +233,7 @@ def kernel_btf_ids() -> dict[str, int]:
 @functools.cache
 def kernel_reason() -> str | None:
     """None when this machine's kernel can load and test-run programs for us; otherwise why not."""
-    if platform.machine() not in _BPF_SYSCALL:
+    if platform.machine() not in bpfsys.SYSCALL_NUMBERS:
         return f"no bpf() syscall number for {platform.machine()}"
     if os.geteuid() != 0:
         return "BPF_PROG_TEST_RUN needs root here"

@@ -172,13 +172,16 @@ class BpfvmTarget:
 
 
 def observe_maps(obj: Any) -> dict[str, Any]:
-    """Every map's contents in a form both bpfvm and the kernel can give: hex key -> hex value, or the records
-    of a ring buffer, or the values of a queue/stack (other map kinds: their type only)."""
+    """Every map's contents in a form both bpfvm and the kernel can give: hex key -> hex value (arrays: only
+    their non-zero elements, so arrays of millions of elements stay cheap), or the records of a ring buffer, or
+    the values of a queue/stack (other map kinds: their type only)."""
     out: dict[str, Any] = {}
     for name, m in obj.maps.items():
         kind = COMPARED_MAP_TYPES.get(getattr(m, "type", -1))
-        if kind in ("hash", "array"):
+        if kind == "hash":
             out[name] = {k.hex(): _hex(v) for k, v in m.items()}
+        elif kind == "array":
+            out[name] = {k.hex(): _hex(v) for k, v in m.items(skip_zero=True)}
         elif kind == "ringbuf":
             out[name] = {"records": m.dump()["records"]}
         elif kind in ("queue", "stack"):
@@ -263,7 +266,8 @@ class KernelTarget:
         out: dict[str, Any] = {}
         for name, spec in self._specs.items():
             if spec.type in (1, 2) and not spec.readonly:
-                out[name] = {k.hex(): v.hex() for k, v in kobj.map_dump(name).items()}
+                entries = kobj.map_dump(name, skip_zero_array_values=True)
+                out[name] = {k.hex(): v.hex() for k, v in entries.items()}
             else:
                 out[name] = None  # ring buffers, per-CPU and other maps: not comparable through bpftool
         return out
