@@ -24,6 +24,7 @@ MAPS = {
     "ro": MapSpec("ro", 2, 4, 8, 1, flags=1 << 7),
     "queue": MapSpec("queue", 22, 0, 8, 16),
     "progs": MapSpec("progs", 3, 4, 4, 4),
+    "pcpu": MapSpec("pcpu", 6, 4, 8, 4),
 }
 
 
@@ -51,6 +52,16 @@ KEY0 = "r1 = 0; *(u32 *)(r10 - 4) = r1; r2 = r10; r2 += -4;"
 
 CASES = [
     # --- accepted programs -------------------------------------------------------------------------------
+    Case("percpu-lookup-checked", KEY0 + "r1 = map[pcpu]; r3 = 1; call bpf_map_lookup_percpu_elem;"
+                                        "if r0 == 0 goto +1; r0 = *(u64 *)(r0 + 0); r0 = 0; exit", maps=("pcpu",)),
+    Case("tc-hash-csum-head-helpers", "r6 = r1; r2 = 5; call bpf_set_hash; r1 = r6; call bpf_set_hash_invalid;"
+                                      "r1 = r6; r2 = 3; call bpf_csum_update; r1 = r6; r2 = 1; call bpf_csum_level;"
+                                      "r1 = r6; r2 = 8; r3 = 0; call bpf_skb_change_head; r0 = 0; exit",
+         prog_type="sched_cls"),
+    Case("tc-get-tunnel-key-into-uninit-stack", "r2 = r10; r2 += -48; r3 = 44; r4 = 0;"
+                                                "call bpf_skb_get_tunnel_key; r0 = 0; exit", prog_type="sched_cls"),
+    Case("xdp-buff-len", "call bpf_xdp_get_buff_len; exit", prog_type="xdp"),
+    Case("set-hash-invalid-returns-an-int", "call bpf_set_hash_invalid; exit", prog_type="sched_cls"),
     Case("return-0", "r0 = 0; exit"),
     Case("alu-mix", "r0 = 7; r0 *= 3; r0 <<= 2; r0 s>>= 1; w0 += 5; r0 = -r0; r0 = be16 r0; r0 ^= r0; exit"),
     Case("stack-spill-fill", "r1 = 5; *(u64 *)(r10 - 8) = r1; r0 = *(u64 *)(r10 - 8); exit"),
@@ -228,6 +239,15 @@ CASES = [
          r"program of this type cannot use helper bpf_skb_pull_data#39"),
     Case("callback-not-func", "r1 = 10; r2 = 0; r3 = 0; r4 = 0; call bpf_loop; r0 = 0; exit",
          r"R2 type=scalar expected=func"),
+    Case("percpu-lookup-plain-array", KEY0 + "r1 = map[arr]; r3 = 0; call bpf_map_lookup_percpu_elem; r0 = 0; exit",
+         r"cannot pass map_type 2 into func bpf_map_lookup_percpu_elem#195", maps=("arr",)),
+    Case("percpu-lookup-unchecked", KEY0 + "r1 = map[pcpu]; r3 = 1; call bpf_map_lookup_percpu_elem;"
+                                          "r0 = *(u64 *)(r0 + 0); exit",
+         r"R0 invalid mem access 'map_value_or_null'", maps=("pcpu",)),
+    Case("skb-change-head-needs-tc", "r2 = 8; r3 = 0; call bpf_skb_change_head; r0 = 0; exit",
+         r"program of this type cannot use helper bpf_skb_change_head#43"),
+    Case("xdp-buff-len-needs-xdp", "call bpf_xdp_get_buff_len; exit",
+         r"program of this type cannot use helper bpf_xdp_get_buff_len#188", prog_type="sched_cls"),
     # --- rejected: control flow -----------------------------------------------------------------------------------
     Case("unreachable", "r0 = 0; exit; r0 = 1; exit", r"unreachable insn 2"),
     Case("jump-out-of-range", "r0 = 0; goto +5; exit", r"jump out of range from insn 1 to 7"),

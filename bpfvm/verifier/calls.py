@@ -32,6 +32,7 @@ _HELPER_MAPS = {
     "ringbuf_reserve_dynptr": {MAP_RINGBUF},
     "map_push_elem": {MAP_QUEUE, MAP_STACK, MAP_BLOOM}, "map_pop_elem": {MAP_QUEUE, MAP_STACK},
     "map_peek_elem": {MAP_QUEUE, MAP_STACK, MAP_BLOOM},
+    "map_lookup_percpu_elem": {5, 6, 10},  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 }
 # Map types that only the helpers above may use.
 _SPECIAL_MAPS = {MAP_PROG_ARRAY: {"tail_call"}, MAP_PERF_EVENT_ARRAY: {"perf_event_output"},

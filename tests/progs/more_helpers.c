@@ -1,0 +1,74 @@
+/* Helpers the runtime always had that the verifier's prototype table lacked: skb head growth, checksum and
+ * hash updates, tunnel key round trips, XDP buffer length and per-CPU lookups on a chosen CPU. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 4);
+} per_cpu SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 8);
+} seen SEC(".maps");
+
+static void note(__u32 slot, __u64 value)
+{
+	__u64 *entry = bpf_map_lookup_elem(&seen, &slot);
+
+	if (entry)
+		*entry = value;
+}
+
+SEC("tc")
+int tc_helpers(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key key = {}, back = {};
+	__u32 first = 0;
+	long ret;
+
+	bpf_set_hash(skb, 0x12345678);
+	note(0, skb->hash);
+	bpf_set_hash_invalid(skb);
+	note(1, skb->hash);
+	note(2, bpf_csum_update(skb, 0xabcd));
+	note(3, (__u64)bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY));
+	key.remote_ipv4 = 0x0a000001;
+	key.tunnel_id = 42;
+	key.tunnel_ttl = 64;
+	ret = bpf_skb_set_tunnel_key(skb, &key, sizeof(key), 0);
+	note(4, ret);
+	ret = bpf_skb_get_tunnel_key(skb, &back, sizeof(back), 0);
+	note(5, ret ? (__u64)ret : ((__u64)back.tunnel_id << 32 | back.remote_ipv4));
+	if (skb->len >= 1)
+		bpf_skb_load_bytes(skb, 0, &first, 1);
+	ret = bpf_skb_change_head(skb, first & 0x3f, 0);
+	note(6, ret);
+	note(7, skb->len);
+	return TC_ACT_OK;
+}
+
+SEC("xdp")
+int xdp_helpers(struct xdp_md *ctx)
+{
+	__u32 key = 1, cpu;
+	__u64 *value;
+
+	value = bpf_map_lookup_elem(&per_cpu, &key);
+	if (value)
+		*value += bpf_xdp_get_buff_len(ctx);
+	cpu = bpf_get_smp_processor_id();
+	value = bpf_map_lookup_percpu_elem(&per_cpu, &key, cpu);
+	note(0, value ? *value : 0xdead);
+	value = bpf_map_lookup_percpu_elem(&per_cpu, &key, 100000);
+	note(1, value ? 1 : 2);
+	return XDP_PASS;
+}
+
+char _license[] SEC("license") = "GPL";
