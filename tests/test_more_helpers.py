@@ -39,7 +39,24 @@ def test_tc_helpers_by_hand(more_helpers: Path, engine: str, inline: str) -> Non
     assert result.data_out == bytes(5) + packet
 
 
-@pytest.mark.parametrize("prog", ["tc_helpers", "xdp_helpers"])
+@pytest.mark.parametrize("engine,inline", [("interp", "none"), ("jit", "pruned")])
+def test_adjust_room_encapsulates_once_by_hand(more_helpers: Path, engine: str, inline: str) -> None:
+    """+20 bytes after the MAC header with ENCAP_L3_IPV4, then a second encapsulation and a tail change, which
+    an encapsulated skb refuses (-EALREADY, -ENOTSUPP)."""
+    obj = api.load(more_helpers)
+    eth = bytes(12) + b"\x08\x00"
+    ip = bytes([0x45]) + bytes(19)
+    knobs = bytes([20, 1 << 6, 0x01, 0x10])  # len_diff 20, BPF_ADJ_ROOM_MAC, ENCAP_L3_IPV4, try again
+    packet = eth + ip + bytes(range(1, 23)) + knobs
+    result = obj.programs["adjust_room"].run(packet, engine=engine, inline=inline)
+    values = seen(obj)
+    assert values[:3] == [0, 80, 0x0008]  # ok, 60 + 20 bytes, still ETH_P_IP (network byte order)
+    assert values[3:5] == [-114, -524]
+    assert result.retval == 2  # TC_ACT_SHOT: the second change failed
+    assert result.data_out == eth + bytes(20) + packet[14:]
+
+
+@pytest.mark.parametrize("prog", ["tc_helpers", "xdp_helpers", "adjust_room"])
 @pytest.mark.parametrize("spec", ["interp,none", "jit,pruned"])
 def test_more_helpers_agree_with_the_kernel(more_helpers: Path, prog: str, spec: str) -> None:
     reason = kernel_unavailable_reason()

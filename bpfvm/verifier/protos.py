@@ -91,6 +91,7 @@ _p("csum_diff", "int", "mem_or_null", "size_or_zero", "mem_or_null", "size_or_ze
 _p("skb_pull_data", "int", "ctx", "anything", pkt_changing=True, types=TC_LWT_XMIT | {"sk_skb"})
 _p("skb_change_tail", "int", "ctx", "anything", "anything", pkt_changing=True, types=TC_LWT_XMIT | {"sk_skb"})
 _p("skb_change_head", "int", "ctx", "anything", "anything", pkt_changing=True, types=TC_LWT_XMIT | {"sk_skb"})
+_p("skb_adjust_room", "int", "ctx", "anything", "anything", "anything", pkt_changing=True, types=TC)
 _p("skb_set_tunnel_key", "int", "ctx", "mem", "size", "anything", types=TC_LWT_XMIT)
 _p("skb_get_tunnel_key", "int", "ctx", "uninit_mem", "size", "anything", types=TC_LWT_XMIT)
 _p("csum_update", "int", "ctx", "anything", types=TC_LWT_XMIT)

@@ -341,6 +341,186 @@ HELPER(skb_change_head)
     return BPFVM_ERR(ret);
 }
 
+/* -- bpf_skb_adjust_room ----------------------------------------------------------------------------------- */
+#define BPF_ADJ_ROOM_NET 0u
+#define BPF_ADJ_ROOM_MAC 1u
+#define ADJ_FIXED_GSO (1ull << 0)
+#define ADJ_ENCAP_L3_IPV4 (1ull << 1)
+#define ADJ_ENCAP_L3_IPV6 (1ull << 2)
+#define ADJ_ENCAP_L4_GRE (1ull << 3)
+#define ADJ_ENCAP_L4_UDP (1ull << 4)
+#define ADJ_NO_CSUM_RESET (1ull << 5)
+#define ADJ_ENCAP_L2_ETH (1ull << 6)
+#define ADJ_DECAP_L3_IPV4 (1ull << 7)
+#define ADJ_DECAP_L3_IPV6 (1ull << 8)
+#define ADJ_ENCAP_L2_SHIFT 56
+#define ADJ_ENCAP_L3_MASK (ADJ_ENCAP_L3_IPV4 | ADJ_ENCAP_L3_IPV6)
+#define ADJ_DECAP_L3_MASK (ADJ_DECAP_L3_IPV4 | ADJ_DECAP_L3_IPV6)
+#define ADJ_KNOWN (ADJ_FIXED_GSO | ADJ_ENCAP_L3_MASK | ADJ_ENCAP_L4_GRE | ADJ_ENCAP_L4_UDP | ADJ_NO_CSUM_RESET | \
+                   ADJ_ENCAP_L2_ETH | ADJ_DECAP_L3_MASK | (0xffull << ADJ_ENCAP_L2_SHIFT))
+#define PROTO_IP 0x0008u              /* htons(ETH_P_IP): skb->protocol is kept in network byte order */
+#define PROTO_IPV6 0xdd86u            /* htons(ETH_P_IPV6) */
+#define GSO_TCPV4 (1u << 0)
+#define GSO_DODGY (1u << 1)
+#define GSO_TCPV6 (1u << 4)
+#define GSO_GRE (1u << 6)
+#define GSO_IPXIP4 (1u << 8)
+#define GSO_IPXIP6 (1u << 9)
+#define GSO_UDP_TUNNEL (1u << 10)
+#define GSO_UDP_L4 (1u << 17)
+#define GSO_BY_FRAGS 0xffffu
+
+static uint32_t net_base_len(const struct bpfvm_skb *skb)
+{
+    return skb->protocol == PROTO_IP ? 20 : skb->protocol == PROTO_IPV6 ? 40 : ~0u;
+}
+
+static uint32_t data_offset(const struct bpfvm_skb *skb) { return (uint32_t)(skb->data - skb->buf); }
+
+/* GSO packets whose gso_size delimits UDP datagrams may only change their headers with a fixed gso_size */
+static int gso_resize_ok(const struct bpfvm_skb *skb, uint64_t flags)
+{
+    if (!skb->gso_size || (skb->gso_type & (GSO_TCPV4 | GSO_TCPV6)))
+        return 1;
+    return (skb->gso_type & GSO_UDP_L4) && (flags & ADJ_FIXED_GSO);
+}
+
+/* Insert len zero bytes `off` bytes after the MAC header start; headers before the gap move with the data. */
+static void net_hdr_push(struct bpfvm_skb *skb, uint32_t off, uint32_t len)
+{
+    int trans_same = skb->transport_header == skb->network_header;
+    skb->data -= len;
+    skb->len += len;
+    memmove(skb->data, skb->data + len, off);
+    memset(skb->data + off, 0, len);  /* zeros leave a CHECKSUM_COMPLETE sum as it was */
+    skb->mac_header -= len;
+    skb->network_header -= len;
+    if (trans_same)
+        skb->transport_header = skb->network_header;
+}
+
+/* Remove len bytes `off` bytes after the MAC header start. */
+static int net_hdr_pop(struct bpfvm_skb *skb, uint32_t off, uint32_t len)
+{
+    int trans_same = skb->transport_header == skb->network_header;
+    if (!bpfvm_skb_may_pull(skb, off + len))
+        return -ENOMEM;
+    bpfvm_skb_postpull_rcsum(skb, skb->data + off, len);
+    memmove(skb->data + len, skb->data, off);
+    skb->data += len;
+    skb->len -= len;
+    skb->mac_header += len;
+    skb->network_header += len;
+    if (trans_same)
+        skb->transport_header = skb->network_header;
+    return 0;
+}
+
+static int net_grow(struct bpfvm_skb *skb, uint32_t off, uint32_t len, uint64_t flags)
+{
+    uint32_t inner_mac_len = (uint32_t)(flags >> ADJ_ENCAP_L2_SHIFT);
+    int encap = (flags & ADJ_ENCAP_L3_MASK) != 0;
+    uint32_t mac_len = 0;
+    if (!gso_resize_ok(skb, flags))
+        return -ENOTSUPP;
+    int ret = bpfvm_skb_cow_head(skb, len);
+    if (ret)
+        return ret;
+    if (encap) {
+        if ((flags & ADJ_ENCAP_L3_MASK) == ADJ_ENCAP_L3_MASK ||
+            (flags & (ADJ_ENCAP_L4_GRE | ADJ_ENCAP_L4_UDP)) == (ADJ_ENCAP_L4_GRE | ADJ_ENCAP_L4_UDP))
+            return -EINVAL;
+        if (skb->encapsulation)
+            return -EALREADY;
+        mac_len = skb->network_header - skb->mac_header;
+        if (inner_mac_len > len)
+            return -EINVAL;
+    }
+    net_hdr_push(skb, off, len);
+    if (encap) {
+        skb->encapsulation = 1;
+        skb->network_header = data_offset(skb) + mac_len;
+        if (flags & (ADJ_ENCAP_L4_GRE | ADJ_ENCAP_L4_UDP))
+            skb->transport_header = skb->network_header + (flags & ADJ_ENCAP_L3_IPV6 ? 40 : 20);
+        if (skb->protocol == PROTO_IP && (flags & ADJ_ENCAP_L3_IPV6))
+            skb->protocol = PROTO_IPV6;
+        else if (skb->protocol == PROTO_IPV6 && (flags & ADJ_ENCAP_L3_IPV4))
+            skb->protocol = PROTO_IP;
+    }
+    if (skb->gso_size) {
+        uint32_t gso_type = GSO_DODGY;
+        if (encap)
+            gso_type |= flags & ADJ_ENCAP_L4_UDP ? GSO_UDP_TUNNEL : flags & ADJ_ENCAP_L4_GRE ? GSO_GRE :
+                        flags & ADJ_ENCAP_L3_IPV6 ? GSO_IPXIP6 : GSO_IPXIP4;
+        if (!(flags & ADJ_FIXED_GSO) && skb->gso_size != GSO_BY_FRAGS)
+            skb->gso_size -= len;
+        skb->gso_type |= gso_type;
+        skb->gso_segs = 0;
+    }
+    return 0;
+}
+
+static int net_shrink(struct bpfvm_skb *skb, uint32_t off, uint32_t len, uint64_t flags)
+{
+    if (flags & ~(ADJ_FIXED_GSO | ADJ_DECAP_L3_MASK | ADJ_NO_CSUM_RESET))
+        return -EINVAL;
+    if (!gso_resize_ok(skb, flags))
+        return -ENOTSUPP;
+    int ret = net_hdr_pop(skb, off, len);
+    if (ret)
+        return ret;
+    if (skb->protocol == PROTO_IP && (flags & ADJ_DECAP_L3_IPV6))
+        skb->protocol = PROTO_IPV6;
+    else if (skb->protocol == PROTO_IPV6 && (flags & ADJ_DECAP_L3_IPV4))
+        skb->protocol = PROTO_IP;
+    if (skb->gso_size) {
+        if (!(flags & ADJ_FIXED_GSO) && skb->gso_size != GSO_BY_FRAGS)
+            skb->gso_size += len;
+        skb->gso_type |= GSO_DODGY;
+        skb->gso_segs = 0;
+    }
+    return 0;
+}
+
+HELPER(skb_adjust_room)
+{
+    struct bpfvm_skb *skb = bpfvm_skb_ctx(env, r1, "bpf_skb_adjust_room");
+    if (!skb)
+        return 0;
+    int32_t len_diff = (int32_t)r2;
+    uint32_t mode = (uint32_t)r3;
+    uint64_t flags = r4;
+    int shrink = len_diff < 0;
+    uint32_t diff = shrink ? (uint32_t)0 - (uint32_t)len_diff : (uint32_t)len_diff;
+    uint32_t len_min = net_base_len(skb);
+    if (flags & ~ADJ_KNOWN)
+        return BPFVM_ERR(-EINVAL);
+    if (diff > 0xfff)
+        return BPFVM_ERR(-EFAULT);
+    if (skb->protocol != PROTO_IP && skb->protocol != PROTO_IPV6)
+        return BPFVM_ERR(-ENOTSUPP);
+    uint32_t off = skb->network_header - skb->mac_header;
+    if (mode == BPF_ADJ_ROOM_NET)
+        off += net_base_len(skb);
+    else if (mode != BPF_ADJ_ROOM_MAC)
+        return BPFVM_ERR(-ENOTSUPP);
+    if (flags & ADJ_DECAP_L3_MASK) {  /* the header that is left after decapsulation */
+        if (!shrink || (flags & ADJ_DECAP_L3_MASK) == ADJ_DECAP_L3_MASK)
+            return BPFVM_ERR(-EINVAL);
+        len_min = flags & ADJ_DECAP_L3_IPV6 ? 40 : 20;
+    }
+    uint32_t len_cur = skb->len - (skb->network_header - data_offset(skb));
+    if ((shrink && (diff >= len_cur || len_cur - diff < len_min)) ||
+        (!shrink && skb->len + diff > BPFVM_SKB_MAX_LEN && !skb->gso_size))
+        return BPFVM_ERR(-ENOTSUPP);
+    int ret = shrink ? net_shrink(skb, off, diff, flags) : net_grow(skb, off, diff, flags);
+    if (!ret && !(flags & ADJ_NO_CSUM_RESET) && skb->ip_summed == BPFVM_CHECKSUM_UNNECESSARY) {
+        skb->ip_summed = BPFVM_CHECKSUM_NONE;   /* __skb_reset_checksum_unnecessary() */
+        skb->csum_level = 0;
+    }
+    return BPFVM_ERR(ret);
+}
+
 HELPER(set_hash_invalid)
 {
     struct bpfvm_skb *skb = bpfvm_skb_ctx(env, r1, "bpf_set_hash_invalid");

@@ -71,4 +71,35 @@ int xdp_helpers(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* Encapsulation and decapsulation as tunnels do them: length, mode and flags come from the packet's last bytes,
+ * so generated inputs reach every error path as well as the real ones. */
+SEC("tc")
+int adjust_room(struct __sk_buff *skb)
+{
+	__u8 knobs[4] = {};
+	__s32 len_diff;
+	__u64 flags;
+	long ret;
+
+	if (skb->len < 4 || bpf_skb_load_bytes(skb, skb->len - 4, knobs, 4))
+		return TC_ACT_SHOT;
+	len_diff = (__s8)knobs[0];
+	if (knobs[3] & 0x80)
+		len_diff *= 40;                      /* past the 0xfff bound now and then */
+	flags = (__u64)(knobs[2] & 0x7f) << 1 | (knobs[3] & 1);   /* ENCAP_L3/L4/L2_ETH, NO_CSUM_RESET, FIXED_GSO */
+	flags |= (__u64)(knobs[3] & 0x06) << 6;      /* DECAP_L3_IPV4/IPV6 */
+	if (knobs[3] & 0x08)
+		flags |= (__u64)(knobs[1] & 0x1f) << 56; /* BPF_F_ADJ_ROOM_ENCAP_L2(len) */
+	ret = bpf_skb_adjust_room(skb, len_diff, knobs[1] >> 6, flags);
+	note(0, ret);
+	note(1, skb->len);
+	note(2, skb->protocol);
+	if (knobs[3] & 0x10) {                   /* a second change sees encapsulation and the new headers */
+		ret = bpf_skb_adjust_room(skb, 8, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4);
+		note(3, ret);
+		note(4, bpf_skb_change_tail(skb, skb->len + 2, 0));
+	}
+	return ret ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
 char _license[] SEC("license") = "GPL";
