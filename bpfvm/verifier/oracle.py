@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 from dataclasses import dataclass
 
-from .. import isa, uapi
+from .. import bpfsys, isa, uapi
 from ..btf import load_vmlinux
 from ..isa import Insn
 from ..program import MapSpec, Program
 
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
-BPF_MAP_CREATE, BPF_PROG_LOAD = 0, 5
-ATTR_SIZE = 160
 
 
 @dataclass
@@ -44,24 +40,20 @@ class OracleUnavailable(Exception):
     """bpf() cannot be used here."""
 
 
-def _syscall():
-    number = _BPF_SYSCALL.get(platform.machine())
-    if number is None:
-        raise OracleUnavailable(f"no bpf() syscall number known for {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def bpf(cmd: int, attr: ctypes.Array) -> int:
-        return libc.syscall(number, cmd, attr, ATTR_SIZE)
-
-    return bpf
+def _bpf(cmd: int, attr: bytes, what: str) -> tuple[int, int]:
+    """(return value, errno) of bpf(cmd, attr); OracleUnavailable where there is no bpf() at all."""
+    try:
+        ret, err, _ = bpfsys.bpf(cmd, attr)
+    except bpfsys.BpfSyscallError as exc:
+        raise OracleUnavailable(f"{what}: {exc.strerror}") from None
+    return ret, err
 
 
-def _create_map(bpf, spec: MapSpec) -> int:
-    attr = ctypes.create_string_buffer(ATTR_SIZE)
-    struct.pack_into("<IIIII", attr, 0, spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags)
-    fd = bpf(BPF_MAP_CREATE, attr)
+def _create_map(spec: MapSpec) -> int:
+    attr = struct.pack("<IIIII", spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags)
+    fd, err = _bpf(bpfsys.MAP_CREATE, attr, "BPF_MAP_CREATE")
     if fd < 0:
-        raise OracleUnavailable(f"BPF_MAP_CREATE {spec.name}: {os.strerror(ctypes.get_errno())}")
+        raise OracleUnavailable(f"BPF_MAP_CREATE {spec.name}: {os.strerror(err)}")
     return fd
 
 
@@ -86,11 +78,10 @@ def kernel_verify(program: Program | list[Insn], prog_type: str | None = None, *
         insns, kfuncs = list(program), []
         maps = maps or []
     prog_type = prog_type or "socket_filter"
-    bpf = _syscall()
     fds: list[int] = []
     try:
         for spec in maps:
-            fds.append(_create_map(bpf, spec))
+            fds.append(_create_map(spec))
         kf = _kfunc_ids(kfuncs) if kfuncs else []
         out: list[Insn] = []
         for insn in insns:
@@ -103,13 +94,12 @@ def kernel_verify(program: Program | list[Insn], prog_type: str | None = None, *
         code = ctypes.create_string_buffer(isa.encode(out))
         lic = ctypes.create_string_buffer(b"GPL")
         logbuf = ctypes.create_string_buffer(log_size if log_level else 1)
-        attr = ctypes.create_string_buffer(ATTR_SIZE)
+        attr = bytearray(72)
         struct.pack_into("<IIQQIIQ", attr, 0, uapi.prog_type_id(prog_type), len(out), ctypes.addressof(code),
                          ctypes.addressof(lic), log_level, log_size if log_level else 0,
                          ctypes.addressof(logbuf) if log_level else 0)
         struct.pack_into("<I", attr, 68, expected_attach_type)
-        fd = bpf(BPF_PROG_LOAD, attr)
-        err = ctypes.get_errno() if fd < 0 else 0
+        fd, err = _bpf(bpfsys.PROG_LOAD, bytes(attr), "BPF_PROG_LOAD")
         if fd >= 0:
             os.close(fd)
         return KernelVerdict(fd >= 0, logbuf.value.decode(errors="replace"), err)
