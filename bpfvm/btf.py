@@ -620,6 +620,22 @@ class Btf:
         assert found is not None
         return Member(found.name, found.type, bits, found.bitfield_size)
 
+    def struct_offsets(self, type_id: int, struct_name: str) -> list[int]:
+        """Byte offsets of every member of type `struct <struct_name>` in a struct, nested structs and unions
+        included (not arrays or pointers): where a map value keeps its `struct bpf_spin_lock`, for example."""
+        found: list[int] = []
+        stack = [(type_id, 0, 0)]
+        while stack:
+            tid, base, depth = stack.pop()
+            if depth > MAX_RESOLVE_DEPTH:
+                raise self._fail(f"type [{type_id}]: too deep struct nesting")
+            t = self.resolve(tid)
+            if t.kind == Kind.STRUCT and t.name == struct_name:
+                found.append(base)
+            elif t.is_composite:
+                stack.extend((m.type, base + m.bit_offset // 8, depth + 1) for m in t.members)
+        return sorted(found)
+
     def func_proto(self, type_id: int) -> BtfType:
         """The FUNC_PROTO of a FUNC id, a FUNC_PROTO id, or a pointer/typedef to one."""
         t = self.resolve(type_id)

@@ -949,7 +949,24 @@ def _parse_btf_map(btf: Btf, name: str, type_id: int, *, inner: bool) -> MapSpec
             _parse_map_values(btf, spec, m.type, inner=inner, last=i == len(t.members) - 1)
     if spec.type == 0:
         raise LoadError(f"map '{name}': map type isn't specified")
+    if spec.btf_value_type:
+        spec.spin_lock_off = _spin_lock_offset(btf, name, spec)
     return spec
+
+
+SPIN_LOCK_MAP_TYPES = frozenset({uapi.BPF_MAP_TYPE_HASH, uapi.BPF_MAP_TYPE_ARRAY})
+
+
+def _spin_lock_offset(btf: Btf, name: str, spec: MapSpec) -> int | None:
+    """The offset of the value's `struct bpf_spin_lock`, refused where the kernel's map_check_btf refuses it."""
+    offsets = btf.struct_offsets(spec.btf_value_type, "bpf_spin_lock")
+    if not offsets:
+        return None
+    if len(offsets) > 1:
+        raise LoadError(f"map '{name}': a value may hold only one struct bpf_spin_lock, not {len(offsets)}")
+    if spec.type not in SPIN_LOCK_MAP_TYPES:
+        raise LoadError(f"map '{name}': struct bpf_spin_lock is supported in hash and array maps only")
+    return offsets[0]
 
 
 def _set_size(spec: MapSpec, name: str, attr: str, value: int) -> None:

@@ -88,8 +88,7 @@ class KernelObject:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             self.close()
-            lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-            raise KernelUnavailable(f"the kernel refused {self.path.name}: {lines[-1] if lines else done.returncode}")
+            raise KernelUnavailable(f"the kernel refused {self.path.name}: {_refusal_reason(done.stderr)}")
 
     def __enter__(self) -> "KernelObject":
         return self
@@ -199,6 +198,20 @@ class KernelObject:
                 kmap.update(key, value)
         except bpfsys.BpfSyscallError as exc:
             raise BpfvmError(f"kernel map update of {name} failed: {exc.strerror}") from None
+
+
+def _refusal_reason(stderr: str) -> str:
+    """The verifier's reason from bpftool's output: the last line of the program load log before its stats,
+    or else bpftool's last line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    begin = [i for i, ln in enumerate(lines) if ln.endswith("-- BEGIN PROG LOAD LOG --")]
+    if begin:
+        log = lines[begin[-1] + 1:]
+        log = log[: log.index("-- END PROG LOAD LOG --")] if "-- END PROG LOAD LOG --" in log else log
+        reasons = [ln for ln in log if not ln.startswith(("processed ", "verification time", "stack depth"))]
+        if reasons:
+            return reasons[-1]
+    return lines[-1] if lines else "bpftool failed"
 
 
 def _json_or_none(text: str):

@@ -49,6 +49,7 @@ class MapSpec:
     btf_key_type: int = 0
     btf_value_type: int = 0
     pinning: int = 0
+    spin_lock_off: int | None = None  # where the value's `struct bpf_spin_lock` is (from BTF), if it has one
 
 
 @dataclass

@@ -671,7 +671,7 @@ class MapOfMaps(Map):
         tmpl = self.spec.inner
         assert tmpl is not None
         spec = MapSpec(name or f"{self.name}.inner", tmpl.type, tmpl.key_size, tmpl.value_size, tmpl.max_entries,
-                       tmpl.flags, tmpl.initial, tmpl.inner, tmpl.readonly)
+                       tmpl.flags, tmpl.initial, tmpl.inner, tmpl.readonly, spin_lock_off=tmpl.spin_lock_off)
         return create_map(spec, self.memory, ncpus=self.ncpus)
 
     def lookup(self, key: Any = None, flags: int = 0) -> "Map":
@@ -721,8 +721,9 @@ _CLASSES: dict[int, type[Map]] = {
 def create_map(spec: MapSpec, memory: Memory, *, ncpus: int = 1, spin_lock_offset: int | None = None) -> Map:
     """Instantiate `spec` with kernel semantics; its values become a region of `memory`.
 
-    `ncpus` is the number of possible CPUs (per-CPU values, LRU lists); `spin_lock_offset` is where a
-    `struct bpf_spin_lock` sits in the value (from BTF), which enables BPF_F_LOCK on HASH and ARRAY maps.
+    `ncpus` is the number of possible CPUs (per-CPU values, LRU lists); `spin_lock_offset` (default: the
+    spec's `spin_lock_off`, from BTF) is where a `struct bpf_spin_lock` sits in the value, which enables
+    BPF_F_LOCK on HASH and ARRAY maps.
     A PERF_EVENT_ARRAY with max_entries 0 gets one slot per CPU, as libbpf does.
     """
     cls = _CLASSES.get(spec.type)
@@ -731,4 +732,6 @@ def create_map(spec: MapSpec, memory: Memory, *, ncpus: int = 1, spin_lock_offse
     if spec.type == PERF_EVENT_ARRAY and spec.max_entries == 0:
         spec = MapSpec(spec.name, spec.type, spec.key_size, spec.value_size, ncpus, spec.flags, spec.initial,
                        spec.inner, spec.readonly, spec.section, spec.btf_key_type, spec.btf_value_type, spec.pinning)
+    if spin_lock_offset is None:
+        spin_lock_offset = spec.spin_lock_off
     return cls(spec, memory, ncpus=ncpus, spin_lock_offset=spin_lock_offset)

@@ -168,7 +168,9 @@ class BranchMixin:
                 r.id = 0
                 return
         r.type &= ~MAYBE_NULL
-        r.id = 0
+        if (r.type & 0xFF) != PTR_TO_MAP_VALUE or r.map < 0 or getattr(self.maps[r.map], "spin_lock_off",
+                                                                             None) is None:
+            r.id = 0  # a value with a spin lock keeps its id: the id names the lock
 
     # -- packet pointers ------------------------------------------------------------------------------------
     def _match_pkt_pointers(self, op: int, dst: Reg, src: Reg, this: State, other: State) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .. import isa
 from ..isa import Insn
 from .ctx import return_range
-from .protos import LOOP_CALLBACK_HELPERS, Proto, helper_label, proto_for
+from .protos import LOOP_CALLBACK_HELPERS, TRACING, Proto, helper_label, proto_for
 from .regs import (
     CONST_PTR_TO_MAP, KERNEL_VALUE, MAYBE_NULL, NOT_INIT, PKT_TYPES, PTR_TO_CTX, PTR_TO_FUNC, PTR_TO_MAP_KEY,
     PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_END, PTR_TO_PACKET_META, PTR_TO_STACK, RINGBUF, SCALAR,
@@ -16,6 +16,8 @@ from .regs import (
 )
 from . import bounds
 from .state import MAX_FRAMES, REG_SIZE, ZERO, Ref, State, new_frame
+
+_NO_PROTO = Proto("", "void")
 
 MEM_TYPES_TEXT = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
 MEM_BASES = frozenset({PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_KEY, PTR_TO_MAP_VALUE,
@@ -70,7 +72,7 @@ class CallMixin:
             self._check_arg(st, proto, hid, k + 1, kind, meta)
         if proto.name == "dynptr_from_mem" and regs[1].type != PTR_TO_MAP_VALUE:
             raise self.reject(f"Unsupported reg type {type_str(regs[1].type)} for bpf_dynptr_from_mem data")
-        if proto.name == "tail_call" and st.refs:
+        if proto.name == "tail_call" and st.has_references():
             raise self.reject("tail_call would lead to reference leak")
         if meta.release_ref:
             self.release_reference(st, meta.release_ref)
@@ -190,7 +192,46 @@ class CallMixin:
         if kind.startswith("dynptr"):
             self.check_dynptr_arg(st, regno, reg, kind, meta)
             return
+        if kind == "spin_lock":
+            self._process_spin_lock(st, regno, reg, proto.name == "spin_lock")
+            return
         raise AssertionError(kind)  # pragma: no cover
+
+    def _process_spin_lock(self, st: State, regno: int, reg: Reg, lock: bool) -> None:
+        """process_spin_lock(): the argument points at its map value's lock; a path holds one lock at a time,
+        and unlocks the lock it took (named by the map and the value pointer's id)."""
+        if reg.type != PTR_TO_MAP_VALUE:
+            raise self.reject(f"R{regno} type={type_str(reg.type)} expected=map_value")
+        if reg.var.mask:
+            raise self.reject(f"R{regno} doesn't have constant offset. bpf_spin_lock has to be at the constant "
+                              "offset")
+        spec = self.maps[reg.map]
+        if not getattr(spec, "btf_value_type", 0):
+            raise self.reject(f"map '{spec.name}' has to have BTF in order to use bpf_spin_lock")
+        lock_off = getattr(spec, "spin_lock_off", None)
+        if lock_off is None:
+            raise self.reject(f"map '{spec.name}' has no valid bpf_spin_lock")
+        off = bounds.s64(reg.var.value) + reg.off
+        if off != lock_off:
+            raise self.reject(f"off {off} doesn't point to 'struct bpf_spin_lock' that is at {lock_off}")
+        held = st.held_lock()
+        if lock:
+            if held is not None:
+                raise self.reject("Locking two bpf_spin_locks are not allowed")
+            st.refs.append(Ref(reg.id, self.cur_insn, "lock", reg.map))
+            return
+        if held is None:
+            raise self.reject("bpf_spin_unlock without taking a lock")
+        if held.ptr != reg.map or held.id != reg.id:
+            raise self.reject("bpf_spin_unlock of different lock")
+        st.refs.remove(held)
+
+    def check_call_while_locked(self, st: State, insn: Insn) -> None:
+        """Only bpf_spin_unlock and bpf-to-bpf calls may run while a path holds a lock."""
+        if st.held_lock() is None or insn.src == isa.PSEUDO_CALL:
+            return
+        if insn.src == isa.PSEUDO_KFUNC_CALL or (proto_for(insn.imm) or _NO_PROTO).name != "spin_unlock":
+            raise self.reject("function calls are not allowed while holding a lock")
 
     def _constant_map_key(self, st: State, key: Reg, key_size: int) -> int:
         """get_constant_map_key(): the key's value when it is a known constant on the stack, else -1."""
@@ -277,7 +318,7 @@ class CallMixin:
 
     def check_leaks(self, st: State, since: set[int] | None = None) -> None:
         for ref in st.refs:
-            if since is not None and ref.id in since:
+            if (since is not None and ref.id in since) or ref.kind == "lock":
                 continue
             raise self.reject(f"Unreleased reference id={ref.id} alloc_insn={ref.insn}",
                               "BPF_EXIT instruction in main prog would lead to reference leak")
@@ -372,6 +413,8 @@ class CallMixin:
         if st.instance >= 0:
             self.record(st)
             return True
+        if st.held_lock() is not None:
+            raise self.reject("BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region")
         self.check_leaks(st)
         r0 = self.read_reg(st, 0)
         rng = return_range(self.prog_type, self.program.attach_type)
@@ -405,7 +448,9 @@ class CallMixin:
         ctx = self.read_reg(st, 6)
         if isa.mem_mode(insn.opcode) == isa.IND:
             self.read_reg(st, insn.src)
-        if st.refs:
+        if st.held_lock() is not None:
+            raise self.reject("BPF_LD_[ABS|IND] cannot be used inside bpf_spin_lock-ed region")
+        if st.has_references():
             raise self.reject("BPF_LD_[ABS|IND] cannot be mixed with socket references")
         if len(st.frames) > 1:
             raise self.reject("BPF_LD_[ABS|IND] instructions cannot be mixed with bpf-to-bpf calls")
@@ -429,6 +474,11 @@ class CallMixin:
             if not (0 <= idx < len(self.program.maps)):
                 raise self.reject(f"fd {idx} is not pointing to valid bpf_map")
             spec = self.maps[idx]
+            if getattr(spec, "spin_lock_off", None) is not None:  # check_map_prog_compatibility()
+                if self.prog_type == "socket_filter":
+                    raise self.reject("socket filter progs cannot use bpf_spin_lock yet")
+                if self.prog_type in TRACING:
+                    raise self.reject("tracing progs cannot use bpf_spin_lock yet")
             if src == isa.PSEUDO_MAP_IDX:
                 set_pointer(d, CONST_PTR_TO_MAP)
             else:

@@ -190,6 +190,7 @@ class Verifier(Core, AluMixin, MemoryMixin, BranchMixin, CallMixin, PrecisionMix
         if insn.opcode == isa.OP_CALLX:
             raise self.reject("unknown opcode 8d")
         if op == isa.CALL:
+            self.check_call_while_locked(st, insn)
             if insn.src == isa.PSEUDO_CALL:
                 self.check_subprog_call(st, insn)
                 return False

@@ -177,7 +177,7 @@ def refsafe(old: State, cur: State, ids: IdMap) -> bool:
     if len(old.refs) != len(cur.refs):
         return False
     for a, b in zip(old.refs, cur.refs):
-        if a.kind != b.kind or not ids.check(a.id, b.id):
+        if a.kind != b.kind or a.ptr != b.ptr or not ids.check(a.id, b.id):
             return False
     return True
 

@@ -151,6 +151,7 @@ class MemoryMixin:
         if not write and flags & BPF_F_WRONLY_PROG:
             raise self.reject(f"read from map forbidden, value_size={spec.value_size} off={off} size={size}")
         self.check_region(regno, reg, off, size, spec.value_size, False)
+        self.check_special_fields(reg, off, size)
         if write or value_regno < 0:
             return
         dst = st.frames[-1].regs[value_regno]
@@ -161,6 +162,13 @@ class MemoryMixin:
             set_const(dst, int.from_bytes(chunk, "little"))
         else:
             set_unknown(dst)
+
+    def check_special_fields(self, reg: Reg, off: int, size: int) -> None:
+        """Neither loads, stores nor helpers may touch a map value's `struct bpf_spin_lock` (the kernel's
+        check_map_access over the value's btf_record)."""
+        lock = getattr(self.maps[reg.map], "spin_lock_off", None)
+        if lock is not None and reg.smin + off < lock + 4 and lock < reg.umax + off + size:
+            raise self.reject("bpf_spin_lock cannot be accessed directly by load/store")
 
     # -- context ------------------------------------------------------------------------------------------------
     def _ctx_access(self, st: State, regno: int, reg: Reg, off: int, size: int, write: bool,
@@ -449,6 +457,7 @@ class MemoryMixin:
                 raise self.reject(f"write into map forbidden, value_size={spec.value_size} off={reg.off} "
                                   f"size={size}")
             self.check_region(regno, reg, reg.off, size, spec.value_size, zero_ok)
+            self.check_special_fields(reg, reg.off, size)
         elif base == PTR_TO_MEM:
             if write and reg.type & RDONLY:
                 raise self.reject(f"R{regno} cannot write into {type_str(reg.type)}")

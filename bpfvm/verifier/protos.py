@@ -15,6 +15,7 @@ Argument kinds (the kernel's ARG_*):
   dynptr_*        ARG_PTR_TO_DYNPTR with flags: `_local_uninit`, `_ringbuf_uninit`, `_ringbuf_release`,
                   `_rdonly` (any initialised dynptr), `` (writable use)
   const_str       ARG_PTR_TO_CONST_STR (a NUL-terminated string in a read-only map value)
+  spin_lock       ARG_PTR_TO_SPIN_LOCK: a map value pointer at its `struct bpf_spin_lock`
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ _p("dynptr_data", "dynptr_mem_or_null", "dynptr_rdonly", "anything", "alloc_size
 _p("loop", "int", "anything", "func", "stack_or_null", "anything", callback=(1, 2, 1))
 _p("for_each_map_elem", "int", "map_ptr", "func", "stack_or_null", "anything", callback=(1, 4, 1))
 _p("strncmp", "int", "mem", "size", "const_str")
+_p("spin_lock", "void", "spin_lock")
+_p("spin_unlock", "void", "spin_lock")
 
 # Helper ids whose callback is a loop body (called any number of times).
 LOOP_CALLBACK_HELPERS = frozenset({"loop", "for_each_map_elem"})

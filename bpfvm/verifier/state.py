@@ -109,7 +109,8 @@ class Frame:
 class Ref:
     id: int
     insn: int
-    kind: str = "ptr"  # "ptr", "dynptr", "iter"
+    kind: str = "ptr"  # "ptr", "dynptr", "iter", or "lock": a held bpf_spin_lock
+    ptr: int = -1  # a lock's map (with `id`, the map value pointer's id, it names the lock)
 
 
 class State:
@@ -150,7 +151,7 @@ class State:
     def copy(self) -> "State":
         s = State.__new__(State)
         s.frames = [f.copy() for f in self.frames]
-        s.refs = [Ref(r.id, r.insn, r.kind) for r in self.refs]
+        s.refs = [Ref(r.id, r.insn, r.kind, r.ptr) for r in self.refs]
         s.parent = self.parent
         s.first_insn = self.first_insn
         s.insn = self.insn
@@ -174,6 +175,17 @@ class State:
             for spi, s in enumerate(f.stack):
                 if s.is_spill() or s.types[REG_SIZE - 1] in (DYNPTR, ITER):
                     yield fi, "s", spi, s.reg
+
+    def held_lock(self) -> Ref | None:
+        """The bpf_spin_lock this path holds, if any (at most one)."""
+        for r in self.refs:
+            if r.kind == "lock":
+                return r
+        return None
+
+    def has_references(self) -> bool:
+        """Whether the path holds references that must be released (held locks are not references)."""
+        return any(r.kind != "lock" for r in self.refs)
 
     def find_ref(self, ref_id: int) -> Ref | None:
         for r in self.refs:

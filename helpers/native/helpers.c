@@ -69,6 +69,23 @@ HELPER(map_lookup_percpu_elem)
     return BPFVM_U64(bpfvm_map_lookup_percpu_elem(s->map, BPFVM_PTR(r2), (uint32_t)r3));
 }
 
+/* bpf_spin_lock / bpf_spin_unlock: runs are single-threaded, so taking a lock never waits; the word shows
+ * whether it is held, as the kernel's queued spin lock does (and syscall lookups clear it). */
+HELPER(spin_lock)
+{
+    MEM(r1, 4, 1, "bpf_spin_lock lock");
+    uint32_t held = 1;
+    memcpy(_m_r1, &held, 4);
+    return 0;
+}
+
+HELPER(spin_unlock)
+{
+    MEM(r1, 4, 1, "bpf_spin_unlock lock");
+    memset(_m_r1, 0, 4);
+    return 0;
+}
+
 HELPER(map_update_elem)
 {
     struct bpfvm_map_slot *s = bpfvm_map_slot_arg(env, r1, "bpf_map_update_elem");
@@ -400,7 +417,8 @@ const struct bpfvm_native_entry bpfvm_helper_table[] = {
     H(44, xdp_adjust_head, 0), H(45, probe_read_str, 0), H(48, set_hash, 0), H(50, skb_adjust_room, 0),
     H(54, xdp_adjust_meta, 0), H(65, xdp_adjust_tail, 0), H(68, skb_load_bytes_relative, 0),
     H(87, map_push_elem, 0),
-    H(88, map_pop_elem, 0), H(89, map_peek_elem, 0), H(112, probe_read_user, 0), H(113, probe_read_kernel, 0),
+    H(88, map_pop_elem, 0), H(89, map_peek_elem, 0), H(93, spin_lock, 0), H(94, spin_unlock, 0),
+    H(112, probe_read_user, 0), H(113, probe_read_kernel, 0),
     H(114, probe_read_user_str, 0), H(115, probe_read_kernel_str, 0), H(125, ktime_get_boot_ns, 0),
     H(130, ringbuf_output, 0), H(131, ringbuf_reserve, 0), H(132, ringbuf_submit, 0),
     H(133, ringbuf_discard, 0), H(134, ringbuf_query, 0), H(135, csum_level, 0),
