@@ -111,3 +111,24 @@ def test_diff_against_the_kernel_on_large_maps(big_maps: Path, kernel: None) -> 
     summary = session.run(6, seed=11)
     assert summary.mismatch is None, summary.mismatch
     assert summary.inputs == 6
+
+
+def test_a_dropped_objects_maps_are_freed_before_more_storage_is_taken(big_maps: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects hold reference cycles; loading more map storage than the threshold runs the cyclic collector,
+    so a loop of loads (bpfvm diff, one object per input) does not pile up gigabytes of dead maps."""
+    import gc
+    import weakref
+
+    gc.collect()
+    monkeypatch.setattr(api, "COLLECT_AFTER_MAP_BYTES", 8 << 20)  # the 16 MiB ring is over it
+    gc.disable()  # only the explicit pass may free it
+    try:
+        first = api.load(big_maps)
+        ring = weakref.ref(first.maps["ring"])
+        del first
+        assert ring() is not None  # kept alive by the object's cycles
+        api.load(big_maps)
+        assert ring() is None
+    finally:
+        gc.enable()
