@@ -62,6 +62,8 @@ CASES = [
                                                 "call bpf_skb_get_tunnel_key; r0 = 0; exit", prog_type="sched_cls"),
     Case("xdp-buff-len", "call bpf_xdp_get_buff_len; exit", prog_type="xdp"),
     Case("set-hash-invalid-returns-an-int", "call bpf_set_hash_invalid; exit", prog_type="sched_cls"),
+    Case("lsm-reads-its-arguments", "r0 = *(u64 *)(r1 + 24); exit", prog_type="lsm", kernel=False,
+         why_no_kernel="an lsm program needs an attach target (attach_btf_id)"),
     Case("return-0", "r0 = 0; exit"),
     Case("alu-mix", "r0 = 7; r0 *= 3; r0 <<= 2; r0 s>>= 1; w0 += 5; r0 = -r0; r0 = be16 r0; r0 ^= r0; exit"),
     Case("stack-spill-fill", "r1 = 5; *(u64 *)(r10 - 8) = r1; r0 = *(u64 *)(r10 - 8); exit"),
@@ -239,6 +241,9 @@ CASES = [
          r"program of this type cannot use helper bpf_skb_pull_data#39"),
     Case("callback-not-func", "r1 = 10; r2 = 0; r3 = 0; r4 = 0; call bpf_loop; r0 = 0; exit",
          r"R2 type=scalar expected=func"),
+    Case("fentry-argument-is-not-a-pointer", "r1 = *(u64 *)(r1 + 0); r0 = *(u32 *)(r1 + 0); r0 = 0; exit",
+         r"R1 invalid mem access 'scalar' \(bpfvm passes fentry/fexit/tp_btf/iter/lsm arguments as plain u64",
+         prog_type="tracing", kernel=False, why_no_kernel="the kernel types the argument from its attach target"),
     Case("percpu-lookup-plain-array", KEY0 + "r1 = map[arr]; r3 = 0; call bpf_map_lookup_percpu_elem; r0 = 0; exit",
          r"cannot pass map_type 2 into func bpf_map_lookup_percpu_elem#195", maps=("arr",)),
     Case("percpu-lookup-unchecked", KEY0 + "r1 = map[pcpu]; r3 = 1; call bpf_map_lookup_percpu_elem;"

@@ -217,7 +217,7 @@ RULES: dict[str, Callable[[int, int, bool], CtxField | None]] = {
     "socket_filter": SOCKET_FILTER, "sched_cls": SCHED_CLS, "sched_act": SCHED_CLS, "cgroup_skb": CGROUP_SKB,
     "lwt_in": LWT_IN_OUT, "lwt_out": LWT_IN_OUT, "lwt_xmit": LWT, "lwt_seg6local": LWT_IN_OUT, "sk_skb": SK_SKB,
     "flow_dissector": FLOW_DISSECTOR, "xdp": XDP, "raw_tracepoint": RAW_TRACEPOINT,
-    "raw_tracepoint_writable": RAW_TRACEPOINT, "tracing": RAW_TRACEPOINT, "kprobe": KPROBE,
+    "raw_tracepoint_writable": RAW_TRACEPOINT, "tracing": RAW_TRACEPOINT, "lsm": RAW_TRACEPOINT, "kprobe": KPROBE,
     "tracepoint": TRACEPOINT, "perf_event": PERF_EVENT, "syscall": SYSCALL,
 }
 

@@ -25,6 +25,13 @@ BPF_F_RDONLY_PROG = 1 << 7
 BPF_F_WRONLY_PROG = 1 << 8
 
 
+# fentry/fexit/tp_btf/iter ("tracing") and lsm programs get kernel objects as BTF-typed arguments; bpfvm gives
+# them u64 values (as raw tracepoints), so a dereference of an argument is refused with this explanation.
+BTF_ARG_TYPES = frozenset({"tracing", "lsm"})
+BTF_ARGS_HINT = (" (bpfvm passes fentry/fexit/tp_btf/iter/lsm arguments as plain u64 values, not BTF-typed kernel "
+                 "pointers)")
+
+
 def tnum_text(t: tn.Tnum) -> str:
     """How the kernel prints a var_off in error messages: the value when constant, else (value; mask)."""
     if t.mask == 0:
@@ -46,7 +53,8 @@ class MemoryMixin:
         t = reg.type
         base = t & 0xFF
         if t & MAYBE_NULL or t in (SCALAR, NOT_INIT, CONST_PTR_TO_MAP) or base in _NO_ACCESS:
-            raise self.reject(f"R{regno} invalid mem access '{type_str(t)}'")
+            hint = BTF_ARGS_HINT if t == SCALAR and self.prog_type in BTF_ARG_TYPES else ""
+            raise self.reject(f"R{regno} invalid mem access '{type_str(t)}'{hint}")
         if base == KERNEL_VALUE:
             aux.note_access(False, "kernel")
             if not write and value_regno >= 0:
