@@ -27,7 +27,7 @@ from elftools.common.exceptions import ELFError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
-from . import uapi
+from . import kconfig, uapi
 from .btf import Btf, BtfExt, CoreOutcome, CoreRelo, Kind, core_kind_name, core_relocate, load_vmlinux
 from .errors import LoadError
 from .isa import (
@@ -322,6 +322,9 @@ class _Loader:
         self.refs: dict[int, dict[int, _Ref]] = {}  # code section -> slot -> resolved relocation
         self.poisoned: dict[tuple[int, int], str] = {}
         self.kfuncs: list[str] = []
+        self.kconfig_externs: list[kconfig.Extern] = []
+        self.kconfig_map: MapSpec | None = None
+        self.kconfig_offsets: dict[str, int] = {}
 
     # ---- driver -------------------------------------------------------------------------------------------
 
@@ -335,6 +338,7 @@ class _Loader:
         self._read_legacy_maps()
         self._read_btf_maps()
         self._read_data_maps()
+        self._make_kconfig_map()
         self._find_functions()
         self._read_relocations()
         self._apply_core()
@@ -429,16 +433,31 @@ class _Loader:
             self.btf_ext = BtfExt(ext.data, self.btf)
 
     def _check_externs(self) -> None:
-        """Refuse extern variables (kconfig, ksyms) and collect extern kfunc declarations."""
+        """Collect kconfig externs and extern kfunc declarations; refuse ksym variables."""
         if self.btf is None:
             return
+        weak = {s.name for s in self.symbols if s.shndx == SHN_UNDEF and s.bind == STB_WEAK}
         for name in (".kconfig", ".ksyms"):
             for t, _info in self.btf.datasec_vars(name):
-                if t.kind == Kind.VAR:
-                    what = "kconfig" if name == ".kconfig" else "ksym variable"
-                    raise LoadError(f"extern {what} '{t.name}' ({name}) is not supported")
+                if t.kind == Kind.VAR and name == ".kconfig":
+                    self.kconfig_externs.append(kconfig.Extern(t.name, t.type, t.name in weak))
+                elif t.kind == Kind.VAR:
+                    raise LoadError(f"extern ksym variable '{t.name}' ({name}) is not supported")
                 if t.kind == Kind.FUNC and t.name not in self.kfuncs:
                     self.kfuncs.append(t.name)
+
+    def _make_kconfig_map(self) -> None:
+        """libbpf's `.kconfig` map: one read-only element holding every kconfig extern's value."""
+        if not self.kconfig_externs:
+            return
+        assert self.btf is not None
+        placed = kconfig.layout(self.btf, self.kconfig_externs)
+        self.kconfig_offsets = placed.offsets
+        self.kconfig_map = MapSpec(name=".kconfig", type=uapi.BPF_MAP_TYPE_ARRAY, key_size=4,
+                                   value_size=max(len(placed.data), 1), max_entries=1,
+                                   flags=uapi.BPF_F_MMAPABLE | uapi.BPF_F_RDONLY_PROG,
+                                   initial=placed.data or b"\0", readonly=True, section=".kconfig")
+        self.maps.append(self.kconfig_map)
 
     def _read_license(self) -> str:
         sec = self.by_name.get("license")
@@ -628,8 +647,13 @@ class _Loader:
         if insn.opcode != OP_LDDW or slot + 1 >= len(insns):
             raise LoadError(f"{where}: R_BPF_64_64 against '{name}' on an instruction that is not lddw")
         target = self._section_of(sym)
+        if target is None and name in self.kconfig_offsets and self.kconfig_map is not None:
+            if insns[slot + 1].imm:
+                raise LoadError(f"{where}: lddw of '{name}' has a nonzero upper half")
+            return _Ref("data", map=self.kconfig_map, offset=self.kconfig_offsets[name] + insn.imm, name=name)
         if target is None:
-            raise LoadError(f"{where}: reference to undefined symbol '{name}' (extern variables are not supported)")
+            raise LoadError(f"{where}: reference to undefined symbol '{name}' (extern variables other than "
+                            "__kconfig ones are not supported)")
         if target.is_code:
             off = sym.value + insn.imm
             if off % 8 or (target.index, off) not in self.func_at:

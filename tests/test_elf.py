@@ -408,7 +408,7 @@ def test_prog_type_for_section(section, expected):
 # ---- refusals ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, message", [
-    ("refused-KCONFIG", "extern kconfig 'LINUX_KERNEL_VERSION' (.kconfig) is not supported"),
+    ("refused-KCONFIG", "extern (kcfg) 'CONFIG_BPFVM_SURELY_MISSING': value not found"),
     ("refused-KSYM_VAR", "extern ksym variable 'bpf_prog_active'"),
     ("refused-DATA_POINTER", "relocations in section '.data' are not supported"),
     ("refused-UNKNOWN_SECTION", "section 'my_custom_section': unknown program section"),

@@ -3,8 +3,8 @@
 #include <bpf/bpf_helpers.h>
 
 #ifdef KCONFIG
-extern int LINUX_KERNEL_VERSION __kconfig;
-SEC("xdp") int uses_kconfig(void *ctx) { return LINUX_KERNEL_VERSION > 0; }
+extern int CONFIG_BPFVM_SURELY_MISSING __kconfig;  /* strong, and no kernel configures it */
+SEC("xdp") int uses_kconfig(void *ctx) { return CONFIG_BPFVM_SURELY_MISSING > 0; }
 #endif
 
 #ifdef KSYM_VAR
