@@ -16,20 +16,7 @@ extern int CONFIG_BPFVM_NO_SUCH_OPTION __kconfig __weak;
 extern int CONFIG_BPFVM_NOT_THERE_EITHER __kconfig;
 #endif
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 8);
-} seen SEC(".maps");
-
-static void note(__u32 slot, __u64 value)
-{
-	__u64 *entry = bpf_map_lookup_elem(&seen, &slot);
-
-	if (entry)
-		*entry = value;
-}
+#include "seen_map.h"
 
 SEC("tc")
 int read_kconfig(struct __sk_buff *skb)

@@ -11,20 +11,7 @@ struct {
 	__uint(max_entries, 4);
 } per_cpu SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 8);
-} seen SEC(".maps");
-
-static void note(__u32 slot, __u64 value)
-{
-	__u64 *entry = bpf_map_lookup_elem(&seen, &slot);
-
-	if (entry)
-		*entry = value;
-}
+#include "seen_map.h"
 
 SEC("tc")
 int tc_helpers(struct __sk_buff *skb)
