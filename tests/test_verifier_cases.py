@@ -61,6 +61,8 @@ CASES = [
     Case("tc-get-tunnel-key-into-uninit-stack", "r2 = r10; r2 += -48; r3 = 44; r4 = 0;"
                                                 "call bpf_skb_get_tunnel_key; r0 = 0; exit", prog_type="sched_cls"),
     Case("xdp-buff-len", "call bpf_xdp_get_buff_len; exit", prog_type="xdp"),
+    Case("fib-lookup-params-on-stack", "r2 = r10; r2 += -64; r3 = 64; r4 = 0; call bpf_fib_lookup; exit",
+         prog_type="xdp"),
     Case("set-hash-invalid-returns-an-int", "call bpf_set_hash_invalid; exit", prog_type="sched_cls"),
     Case("lsm-reads-its-arguments", "r0 = *(u64 *)(r1 + 24); exit", prog_type="lsm", kernel=False,
          why_no_kernel="an lsm program needs an attach target (attach_btf_id)"),
@@ -244,6 +246,12 @@ CASES = [
     Case("fentry-argument-is-not-a-pointer", "r1 = *(u64 *)(r1 + 0); r0 = *(u32 *)(r1 + 0); r0 = 0; exit",
          r"R1 invalid mem access 'scalar' \(bpfvm passes fentry/fexit/tp_btf/iter/lsm arguments as plain u64",
          prog_type="tracing", kernel=False, why_no_kernel="the kernel types the argument from its attach target"),
+    Case("fib-lookup-may-change-its-params",
+         "r6 = 0; *(u64 *)(r10 - 56) = r6; r2 = r10; r2 += -64; r3 = 64; r4 = 0; call bpf_fib_lookup;"
+         "r6 = *(u64 *)(r10 - 56); r1 = 0; *(u32 *)(r10 - 72) = r1; r2 = r10; r2 += -72; r1 = map[arr];"
+         "call bpf_map_lookup_elem; if r0 == 0 goto +2; r0 += r6; r0 = *(u8 *)(r0 + 0); r0 = 0; exit",
+         r"math between map_value pointer and register with unbounded min value is not allowed", prog_type="xdp",
+         maps=("arr",)),
     Case("percpu-lookup-plain-array", KEY0 + "r1 = map[arr]; r3 = 0; call bpf_map_lookup_percpu_elem; r0 = 0; exit",
          r"cannot pass map_type 2 into func bpf_map_lookup_percpu_elem#195", maps=("arr",)),
     Case("percpu-lookup-unchecked", KEY0 + "r1 = map[pcpu]; r3 = 1; call bpf_map_lookup_percpu_elem;"

@@ -145,7 +145,7 @@ class CallMixin:
             if kind == "map_key" and getattr(spec, "type", 0) in ELIDE_NULL_MAPS and meta.map < len(self.program.maps):
                 meta.const_key = self._constant_map_key(st, reg, size)
             return
-        if kind in ("mem", "mem_or_null", "uninit_mem", "uninit_mem_or_null"):
+        if kind in ("mem", "mem_or_null", "mem_rw", "uninit_mem", "uninit_mem_or_null"):
             if kind.endswith("_or_null") and reg.is_null():
                 return
             if reg.type & MAYBE_NULL or base not in MEM_BASES or reg.type == SCALAR:
@@ -283,8 +283,9 @@ class CallMixin:
             if reg.umax:
                 raise self.reject(f"R{regno - 1} type=scalar expected={MEM_TYPES_TEXT}")
             return
-        write = mem_kind.startswith("uninit")
-        self.check_helper_mem(st, regno - 1, reg.umax, write, zero_ok, write and reg.var.mask == 0)
+        raw = mem_kind.startswith("uninit")  # the helper fills the memory: it need not be initialised
+        write = raw or mem_kind == "mem_rw"   # the helper may change it: what the verifier knew of it is gone
+        self.check_helper_mem(st, regno - 1, reg.umax, write, zero_ok, raw and reg.var.mask == 0)
         self.mark_precise(st, regno)
 
     def _check_const_str(self, regno: int, reg: Reg) -> None:

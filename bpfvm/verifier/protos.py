@@ -7,6 +7,7 @@ Argument kinds (the kernel's ARG_*):
   map_key         ARG_PTR_TO_MAP_KEY                map_value    ARG_PTR_TO_MAP_VALUE
   uninit_map_value ARG_PTR_TO_UNINIT_MAP_VALUE
   mem / mem_or_null  ARG_PTR_TO_MEM | MEM_RDONLY (| PTR_MAYBE_NULL): memory the helper reads
+  mem_rw          ARG_PTR_TO_MEM: initialised memory the helper reads and may write
   uninit_mem      ARG_PTR_TO_UNINIT_MEM: memory the helper writes (need not be initialised)
   size / size_or_zero  ARG_CONST_SIZE(_OR_ZERO): the byte count of the preceding memory argument
   alloc_size_or_zero   ARG_CONST_ALLOC_SIZE_OR_ZERO: a constant size of memory the helper returns
@@ -102,6 +103,7 @@ _p("set_hash", "int", "ctx", "anything", types=TC)
 _p("get_hash_recalc", "int", "ctx", types=TC)
 _p("redirect", "int", "anything", "anything", types=TC_LWT_XMIT | XDP)
 _p("redirect_map", "int", "map_ptr", "anything", "anything", types=XDP)
+_p("fib_lookup", "int", "ctx", "mem_rw", "size", "anything", types=TC | XDP)
 _p("xdp_adjust_head", "int", "ctx", "anything", pkt_changing=True, types=XDP)
 _p("xdp_adjust_meta", "int", "ctx", "anything", pkt_changing=True, types=XDP)
 _p("xdp_adjust_tail", "int", "ctx", "anything", pkt_changing=True, types=XDP)

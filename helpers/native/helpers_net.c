@@ -341,6 +341,34 @@ HELPER(skb_change_head)
     return BPFVM_ERR(ret);
 }
 
+/* -- bpf_fib_lookup ---------------------------------------------------------------------------------------- */
+#define BPF_FIB_LOOKUP_FLAGS 0x3full          /* DIRECT, OUTPUT, SKIP_NEIGH, TBID, SRC, MARK */
+#define BPF_FIB_LKUP_RET_FWD_DISABLED 5
+#define FIB_PARAMS_SIZE 64                   /* sizeof(struct bpf_fib_lookup) */
+
+/* bpfvm has no devices or routes. A kernel test run receives on the loopback device, which does not forward
+ * (with default sysctls), so after the kernel's argument checks every lookup answers FWD_DISABLED, as the
+ * kernel does there; a router program takes its pass-to-the-stack path. */
+HELPER(fib_lookup)
+{
+    uint32_t plen = (uint32_t)r3;
+    uint64_t flags = r4;
+    if (env->ctx_kind == BPFVM_CTX_XDP ? !bpfvm_xdp_ctx(env, r1, "bpf_fib_lookup") :
+                                         !bpfvm_skb_ctx(env, r1, "bpf_fib_lookup"))
+        return 0;
+    MEM(r2, plen, 1, "bpf_fib_lookup params");
+    const uint8_t *params = _m_r2;
+    if (plen < FIB_PARAMS_SIZE || (flags & ~BPF_FIB_LOOKUP_FLAGS))
+        return BPFVM_ERR(-EINVAL);
+    if (params[0] != 2 && params[0] != 10)   /* AF_INET, AF_INET6 */
+        return BPFVM_ERR(-EAFNOSUPPORT);
+    uint32_t ifindex;
+    memcpy(&ifindex, params + 8, 4);
+    if (!ifindex)
+        return BPFVM_ERR(-ENODEV);
+    return BPF_FIB_LKUP_RET_FWD_DISABLED;
+}
+
 /* -- bpf_skb_adjust_room ----------------------------------------------------------------------------------- */
 #define BPF_ADJ_ROOM_NET 0u
 #define BPF_ADJ_ROOM_MAC 1u

@@ -89,4 +89,24 @@ int adjust_room(struct __sk_buff *skb)
 	return ret ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
+/* bpf_fib_lookup's argument checks, and a lookup from the test run's device, which does not forward. */
+SEC("xdp")
+int fib(struct xdp_md *ctx)
+{
+	struct bpf_fib_lookup params = {};
+
+	params.family = 2;                   /* AF_INET */
+	params.ifindex = ctx->ingress_ifindex;
+	params.ipv4_dst = 0x0100007f;        /* 127.0.0.1 */
+	note(0, bpf_fib_lookup(ctx, &params, sizeof(params), 0));
+	params.family = 0;
+	note(1, bpf_fib_lookup(ctx, &params, sizeof(params), 0));
+	params.family = 10;                  /* AF_INET6 */
+	params.ifindex = 0;
+	note(2, bpf_fib_lookup(ctx, &params, sizeof(params), 0));
+	note(3, bpf_fib_lookup(ctx, &params, sizeof(params), 1 << 7));
+	note(4, bpf_fib_lookup(ctx, &params, 32, 0));
+	return XDP_PASS;
+}
+
 char _license[] SEC("license") = "GPL";
