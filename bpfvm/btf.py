@@ -620,21 +620,32 @@ class Btf:
         assert found is not None
         return Member(found.name, found.type, bits, found.bitfield_size)
 
-    def struct_offsets(self, type_id: int, struct_name: str) -> list[int]:
-        """Byte offsets of every member of type `struct <struct_name>` in a struct, nested structs and unions
-        included (not arrays or pointers): where a map value keeps its `struct bpf_spin_lock`, for example."""
-        found: list[int] = []
-        stack = [(type_id, 0, 0)]
-        while stack:
-            tid, base, depth = stack.pop()
+    def struct_offsets(self, type_id: int, struct_name: str, most: int = 2) -> list[int]:
+        """Byte offsets of members of type `struct <struct_name>` in a struct, nested structs and unions
+        included (not arrays or pointers), at most `most` of them: where a map value keeps its
+        `struct bpf_spin_lock`, for example. Memoised per type, so malformed BTF that nests one struct many
+        times, or in itself, costs linear time."""
+        memo: dict[int, list[int]] = {}
+
+        def walk(tid: int, depth: int) -> list[int]:
+            t = self.resolve(tid)
+            if t.id in memo:
+                return memo[t.id]
             if depth > MAX_RESOLVE_DEPTH:
                 raise self._fail(f"type [{type_id}]: too deep struct nesting")
-            t = self.resolve(tid)
+            memo[t.id] = []  # a struct inside itself (only malformed BTF has one) adds nothing
+            found: list[int] = []
             if t.kind == Kind.STRUCT and t.name == struct_name:
-                found.append(base)
+                found = [0]
             elif t.is_composite:
-                stack.extend((m.type, base + m.bit_offset // 8, depth + 1) for m in t.members)
-        return sorted(found)
+                for m in t.members:
+                    found.extend(m.bit_offset // 8 + off for off in walk(m.type, depth + 1))
+                    if len(found) >= most:
+                        break
+            memo[t.id] = sorted(found)[:most]
+            return memo[t.id]
+
+        return walk(type_id, 0)
 
     def func_proto(self, type_id: int) -> BtfType:
         """The FUNC_PROTO of a FUNC id, a FUNC_PROTO id, or a pointer/typedef to one."""

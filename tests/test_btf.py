@@ -488,3 +488,29 @@ def test_fuzzed_btf_never_crashes(objs):
             outcomes["refused"] += 1
     assert time.monotonic() - start < 60
     assert outcomes["ok"] and outcomes["refused"]
+
+
+def test_struct_offsets_of_nested_and_malformed_structs() -> None:
+    """Where a value keeps its bpf_spin_lock: nested members count; a struct nested in itself, or one struct nested
+    many times over, answers at once (memoised) instead of walking an exponential or endless tree."""
+    from bpfvm.difftest.btfwriter import BtfBuilder
+
+    b = BtfBuilder()
+    u32 = b.int_("u32", 4)
+    lock = b.struct("bpf_spin_lock", 4, [("val", u32, 0)])
+    inner = b.struct("inner", 8, [("x", u32, 0), ("l", lock, 32)])
+    outer = b.struct("outer", 16, [("a", u32, 0), ("in", inner, 64)])
+    layer = inner
+    for depth in range(40):  # 2^40 paths to the lock if every member were walked
+        layer = b.struct(f"wide{depth}", 16, [("left", layer, 0), ("right", layer, 64)])
+    selfish = len(b._types) + 1
+    b.struct("selfish", 8, [("me", selfish, 0), ("l", lock, 32)])
+    btf = Btf(b.encode())
+    assert btf.struct_offsets(outer, "bpf_spin_lock") == [12]
+    assert btf.struct_offsets(u32, "bpf_spin_lock") == []
+    visits = []
+    resolve = btf.resolve
+    btf.resolve = lambda tid: visits.append(tid) or resolve(tid)  # type: ignore[method-assign]
+    assert btf.struct_offsets(layer, "bpf_spin_lock") == [4, 12]  # two found: enough to refuse a map
+    assert btf.struct_offsets(selfish, "bpf_spin_lock") == [4]
+    assert len(visits) < 200  # each type once or twice, not once per path
