@@ -1,5 +1,5 @@
 """Generator statements that call out: helpers (deterministic ones: prandom with a fixed seed, the fixed clock,
-csum_diff, trace_printk, skb/xdp_load_bytes), map lookup/update/delete (a lookup opens a block where the value
+csum_diff, trace_printk, skb/xdp_load_bytes, the packet-changing ones), map lookup/update/delete (a lookup opens a block where the value
 is usable after the NULL check), ring buffers, bpf-to-bpf calls and dynptr kfuncs (slices with and without a
 buffer, size, is_null, is_rdonly, adjust)."""
 
@@ -19,6 +19,11 @@ MAP_LOOKUP, MAP_UPDATE, MAP_DELETE = 1, 2, 3
 KTIME, PRINTK, PRANDOM, SMP_ID = 5, 6, 7, 8
 SKB_LOAD_BYTES, CSUM_DIFF, XDP_LOAD_BYTES = 26, 28, 189
 RB_OUTPUT, RB_RESERVE, RB_SUBMIT, RB_DISCARD = 130, 131, 132, 133
+SKB_CHANGE_TAIL, SKB_CHANGE_HEAD, SKB_ADJUST_ROOM = 38, 43, 50
+XDP_ADJUST_HEAD, XDP_ADJUST_META, XDP_ADJUST_TAIL = 44, 54, 65
+# bpf_skb_adjust_room flags worth trying: encapsulations, decapsulations, their bad combinations and unknown bits
+ADJUST_ROOM_FLAGS = (0, 1, 1 << 1, (1 << 1) | (1 << 4), (1 << 2) | (1 << 3), (1 << 1) | (1 << 2), 1 << 5,
+                     (1 << 1) | (1 << 6) | (14 << 56), 1 << 7, 1 << 8, (1 << 7) | (1 << 8), 1 << 9)
 PRINTK_FORMATS = (b"%d\n", b"v=%u %x\n", b"%lld %llu %llx\n", b"hi\n", b"%llx\n")
 
 
@@ -118,6 +123,10 @@ def s_load_bytes(g: "Generator", fn: "Fn", st: GState) -> bool:
         return False
     lo, n = fn.areas["buf"]
     size = g.ch.pick((1, 2, 4, 8, 14, 20, n))
+    if t == "xdp" and g.cfg.kernel_safe:
+        # a failing bpf_xdp_load_bytes leaves the buffer as it was (bpf_skb_load_bytes zeroes it), and the
+        # kernel's stack is not zeroed: fill it first, so its bytes are the same everywhere either way
+        _fill(g, fn, st, lo, (size + 7) // 8 * 8)
     fn.code.emit(movr(1, 6))
     st.regs.pop(1, None)
     _arg_scalar(g, fn, st, 2, small=True)
@@ -125,6 +134,36 @@ def s_load_bytes(g: "Generator", fn: "Fn", st: GState) -> bool:
     fn.code.emit(mov(4, size), call(XDP_LOAD_BYTES if t == "xdp" else SKB_LOAD_BYTES))
     st.clobber_call()
     st.write_stack(lo, size)
+    return True
+
+
+def s_pkt_change(g: "Generator", fn: "Fn", st: GState) -> bool:
+    """A helper that moves or resizes the packet (skb adjust_room / change_head / change_tail, xdp adjust_head /
+    tail / meta), with lengths and flags that reach its error paths too; every packet pointer is gone after it."""
+    t = g.cfg.prog_type
+    if t not in ("sched_cls", "xdp") or not fn.is_main or not _can_call(fn, st) or st.regs.get(6) != "ctx":
+        return False
+    ch = g.ch
+    fn.code.emit(movr(1, 6))
+    if t == "xdp":
+        helper = ch.pick((XDP_ADJUST_HEAD, XDP_ADJUST_TAIL, XDP_ADJUST_META))
+        fn.code.emit(mov(2, ch.pick((-64, -14, -8, -4, 0, 4, 8, 14, 20, 100, -4000))))
+    else:
+        helper = ch.pick((SKB_ADJUST_ROOM, SKB_ADJUST_ROOM, SKB_CHANGE_HEAD, SKB_CHANGE_TAIL))
+        if helper == SKB_ADJUST_ROOM:
+            fn.code.emit(mov(2, ch.pick((-40, -20, -8, -1, 0, 4, 8, 14, 20, 40, 5000))),
+                         mov(3, ch.pick((0, 1, 1, 2))), *isa.lddw_pair(4, ch.pick(ADJUST_ROOM_FLAGS)))
+        else:
+            fn.code.emit(mov(2, ch.pick((0, 1, 8, 14, 34, 60, 100, 1500, 70000))), mov(3, 0 if ch.chance(0.9) else 1))
+    fn.code.emit(call(helper))
+    st.clobber_call()
+    # packet pointers, and slices of the context's dynptr, which point into the packet too
+    for reg in [r for r, k in st.regs.items() if k in ("pkt", "end") or k.startswith(("pkt:", "end:", "mem:"))]:
+        del st.regs[reg]
+    for slot in [o for o, k in st.spills.items() if k in ("pkt", "end")]:
+        del st.spills[slot]
+        st.init -= set(range(slot, slot + 8))
+    st.pkt = 0
     return True
 
 

@@ -36,6 +36,7 @@ STATEMENTS: list[tuple[str, Stmt, float]] = [
     ("ctx", B.s_ctx, 1.5), ("ldabs", B.s_ldabs, 0.4), ("deref", B.s_deref, 2),
     ("helper", C.s_pure_helper, 1), ("load_bytes", C.s_load_bytes, 0.7), ("map", C.s_map, 1.5),
     ("ringbuf", C.s_ringbuf, 0.5), ("call", C.s_call_sub, 1), ("kfunc", C.s_kfunc, 1.5),
+    ("pkt_change", C.s_pkt_change, 0.4),
 ]
 
 
