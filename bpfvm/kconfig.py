@@ -1,8 +1,8 @@
 """Values of `extern ... __kconfig` variables, laid out as libbpf lays out its `.kconfig` map.
 
 A program reads them through an `lddw` of the extern, which the loader points into a read-only one-element array
-called `.kconfig`. Values come from the running kernel's configuration (/proc/config.gz or /boot/config-<release>)
-and from libbpf's virtual options (LINUX_KERNEL_VERSION, LINUX_HAS_BPF_COOKIE, LINUX_HAS_SYSCALL_WRAPPER, which
+called `.kconfig`. Values come from the running kernel's configuration (/proc/config.gz or /boot/config-<release>,
+or the file $BPFVM_KCONFIG names, to load for another kernel) and from libbpf's virtual options (LINUX_KERNEL_VERSION, LINUX_HAS_BPF_COOKIE, LINUX_HAS_SYSCALL_WRAPPER, which
 describe the kernel bpfvm stands in for). A weak extern without a value reads as zero; a strong one fails to load.
 """
 
@@ -46,9 +46,16 @@ def kernel_version(release: str | None = None) -> int:
 
 
 def read_kernel_config(paths: tuple[str, ...] | None = None) -> dict[str, str]:
-    """CONFIG_* = value of the running kernel ("n" for `# CONFIG_X is not set`); empty if none is readable."""
+    """CONFIG_* = value ("n" for `# CONFIG_X is not set`) of $BPFVM_KCONFIG (a .config file, gzipped or not),
+    else of the running kernel; empty if none is readable."""
     if paths is None:
-        paths = ("/proc/config.gz", f"/boot/config-{platform.release()}")
+        override = os.environ.get("BPFVM_KCONFIG")
+        if override:
+            if not os.path.isfile(override):
+                raise LoadError(f"BPFVM_KCONFIG={override}: no such file")
+            paths = (override,)
+        else:
+            paths = ("/proc/config.gz", f"/boot/config-{platform.release()}")
     for path in paths:
         if not os.path.exists(path):
             continue

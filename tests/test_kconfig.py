@@ -82,3 +82,17 @@ def test_a_program_reads_the_same_values_as_on_the_kernel(kconfig_obj: Path) -> 
         their_kconfig = k.map_dump(".kconfig")
     assert theirs == dict(obj.maps["seen"].items())
     assert their_kconfig[bytes(4)] == obj.maps[".kconfig"][0]
+
+
+def test_bpfvm_kconfig_names_another_kernels_configuration(kconfig_obj: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config"
+    config.write_text("CONFIG_BPF_SYSCALL=y\nCONFIG_HZ=100\nCONFIG_NET=y\n# CONFIG_BPF_JIT is not set\n")
+    monkeypatch.setenv("BPFVM_KCONFIG", str(config))
+    obj = api.load(kconfig_obj)
+    obj.programs["read_kconfig"].run(bytes(64))
+    seen = [struct.unpack("<Q", obj.maps["seen"][i])[0] for i in range(6)]
+    assert seen[2:6] == [1, 0, ord("y"), 100]  # tristate y, bool n, char 'y', int 100
+    monkeypatch.setenv("BPFVM_KCONFIG", str(tmp_path / "missing"))
+    with pytest.raises(LoadError, match="BPFVM_KCONFIG=.*missing: no such file"):
+        api.load(kconfig_obj)
