@@ -12,6 +12,7 @@ import gzip
 import os
 import platform
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -47,31 +48,34 @@ def kernel_version(release: str | None = None) -> int:
 
 def read_kernel_config(paths: tuple[str, ...] | None = None) -> dict[str, str]:
     """CONFIG_* = value ("n" for `# CONFIG_X is not set`) of $BPFVM_KCONFIG (a .config file, gzipped or not),
-    else of the running kernel; empty if none is readable."""
-    if paths is None:
-        override = os.environ.get("BPFVM_KCONFIG")
-        if override:
-            if not os.path.isfile(override):
-                raise LoadError(f"BPFVM_KCONFIG={override}: no such file")
-            paths = (override,)
-        else:
-            paths = ("/proc/config.gz", f"/boot/config-{platform.release()}")
-    for path in paths:
-        if not os.path.exists(path):
-            continue
-        opener: Callable = gzip.open if path.endswith(".gz") else open
+    else of the running kernel; empty if none is readable. A file named by $BPFVM_KCONFIG must be readable."""
+    override = os.environ.get("BPFVM_KCONFIG") if paths is None else None
+    if override:
         try:
-            with opener(path, "rt", errors="replace") as f:
-                text = f.read()
-        except OSError:
+            return _parse_config(_read_text(override))
+        except (OSError, EOFError, zlib.error, UnicodeError) as exc:
+            raise LoadError(f"BPFVM_KCONFIG={override}: cannot read it: {exc}") from None
+    for path in paths or ("/proc/config.gz", f"/boot/config-{platform.release()}"):
+        try:
+            return _parse_config(_read_text(path))
+        except (OSError, EOFError, zlib.error, UnicodeError):
             continue
-        config = {}
-        for line in text.splitlines():
-            m = re.match(r"(CONFIG_\w+)=(.*)$", line) or re.match(r"# (CONFIG_\w+) is not set$", line)
-            if m:
-                config[m.group(1)] = m.group(2) if m.lastindex == 2 else "n"
-        return config
     return {}
+
+
+def _read_text(path: str) -> str:
+    opener: Callable = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as f:
+        return f.read()
+
+
+def _parse_config(text: str) -> dict[str, str]:
+    config = {}
+    for line in text.splitlines():
+        m = re.match(r"(CONFIG_\w+)=(.*)$", line) or re.match(r"# (CONFIG_\w+) is not set$", line)
+        if m:
+            config[m.group(1)] = m.group(2) if m.lastindex == 2 else "n"
+    return config
 
 
 def virtual_values() -> dict[str, str]:

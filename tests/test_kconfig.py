@@ -93,6 +93,10 @@ def test_bpfvm_kconfig_names_another_kernels_configuration(kconfig_obj: Path, tm
     obj.programs["read_kconfig"].run(bytes(64))
     seen = [struct.unpack("<Q", obj.maps["seen"][i])[0] for i in range(6)]
     assert seen[2:6] == [1, 0, ord("y"), 100]  # tristate y, bool n, char 'y', int 100
-    monkeypatch.setenv("BPFVM_KCONFIG", str(tmp_path / "missing"))
-    with pytest.raises(LoadError, match="BPFVM_KCONFIG=.*missing: no such file"):
-        api.load(kconfig_obj)
+    for name, content in (("missing", None), ("truncated.gz", b"\x1f\x8b\x08\x00garbage"),
+                          ("random.gz", bytes(range(256)))):
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        monkeypatch.setenv("BPFVM_KCONFIG", str(tmp_path / name))
+        with pytest.raises(LoadError, match=f"BPFVM_KCONFIG=.*{name}: cannot read it: "):
+            api.load(kconfig_obj)
