@@ -1,6 +1,6 @@
-"""The bpf(2) system call through ctypes: just what the kernel oracle needs to read and fill maps.
+"""The bpf(2) system call through ctypes, for the kernel oracles (bpfvm.kernel, bpfvm.verifier.oracle) and tests.
 
-Programs are loaded and run with bpftool (bpfvm.kernel); maps are read here because bpftool's JSON dump of a
+Objects are loaded and run with bpftool (bpfvm.kernel); their maps are read here because bpftool's JSON dump of a
 large array (tens of millions of elements in real load balancers) would take gigabytes of text. An array is read
 with BPF_MAP_LOOKUP_BATCH, thousands of elements per call, and its all-zero elements are skipped in bulk.
 

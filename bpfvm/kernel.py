@@ -1,7 +1,8 @@
 """The running kernel as an oracle: load an object with bpftool and run it with BPF_PROG_TEST_RUN.
 
 Only test runs: programs are loaded and pinned under a private directory of bpffs, run with `bpftool prog run`,
-and unpinned (which unloads them) when the `KernelObject` closes. Nothing is ever attached to a hook.
+and unpinned (which unloads them) when the `KernelObject` closes. Maps are read and written through their pins
+with bpf() (bpfvm.bpfsys). Nothing is ever attached to a hook.
 """
 
 from __future__ import annotations
