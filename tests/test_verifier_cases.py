@@ -292,6 +292,16 @@ CASES += [
          why_no_kernel="the kernel wants BTF func_info for callbacks (tested with C in test_verifier_clang.py)"),
     Case("callback-ok", "r1 = 10; r2 = subprog[+6]; r3 = 0; r4 = 0; call bpf_loop; r0 = 0; exit; r0 = 1; exit",
          kernel=False, why_no_kernel="the kernel wants BTF func_info for callbacks"),
+    # A callback that overwrites a byte of the caller's spilled scalar and branches: the bpf_loop call site
+    # must take a checkpoint on every return (the kernel's force checkpoint) for the walk to converge.
+    # Campaign generator seed 883 (with bpf_loop statements); was "BPF program is too large".
+    Case("callback-rewrites-caller-stack-converges",
+         "r6 = r1; r0 = -173878803; call bpf_get_prandom_u32; r0 = (s16)r0; r0 = be16 r0;"
+         "call bpf_get_prandom_u32; w0 <<= 24; r0 s/= 1887943902; *(u64 *)(r10 - 8) = r0; r1 = 5;"
+         "r2 = subprog[+7]; r3 = r10; r3 += -8; r4 = 0; call bpf_loop; r0 ^= -413103196; exit;"
+         "*(u8 *)(r2 + 3) = r1; if r1 > 2 goto +1; if r1 s<= 1 goto +0; r0 = r1; r0 &= 1; exit",
+         kernel=False, why_no_kernel="the kernel wants BTF func_info for callbacks",
+         extra={"max_insns": 5000}),
     Case("back-edge-unpriv", "r0 = 0; r1 = 0; l: r1 += 1; if r1 < 10 goto l; exit", r"back-edge from insn 3 to 2",
          kernel=False, why_no_kernel="needs an unprivileged loader", extra={"privileged": False}),
     Case("uninit-stack-unpriv", "r0 = 0; *(u64 *)(r10 - 16) = r0; r1 = r10; r1 += -8; r2 = 8;"

@@ -146,6 +146,8 @@ def s_exit(g: "Generator", fn: "Fn", st: GState) -> bool:
         return False
     if r != 0:
         fn.code.emit(movr(0, r))
+    if fn.callback:
+        fn.code.emit(alu(isa.AND, 0, imm=1))  # a loop callback returns 0 (go on) or 1 (stop)
     fn.code.emit(EXIT)
     st.dead = True
     return True

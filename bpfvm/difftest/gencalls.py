@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .. import isa
 from .chooser import imm32
-from .genprog import Call, KfuncCall, MapLoad
+from .genprog import Call, FuncAddr, KfuncCall, MapLoad
 from .genstate import GState, add_imm, alu, call, jmp, mov, movr, st as st_imm, stx
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ MAP_LOOKUP, MAP_UPDATE, MAP_DELETE = 1, 2, 3
 KTIME, PRINTK, PRANDOM, SMP_ID = 5, 6, 7, 8
 SKB_LOAD_BYTES, CSUM_DIFF, XDP_LOAD_BYTES = 26, 28, 189
 RB_OUTPUT, RB_RESERVE, RB_SUBMIT, RB_DISCARD = 130, 131, 132, 133
+BPF_LOOP = 181
 SKB_CHANGE_TAIL, SKB_CHANGE_HEAD, SKB_ADJUST_ROOM = 38, 43, 50
 XDP_ADJUST_HEAD, XDP_ADJUST_META, XDP_ADJUST_TAIL = 44, 54, 65
 # bpf_skb_adjust_room flags worth trying: encapsulations, decapsulations, their bad combinations and unknown bits
@@ -241,6 +242,28 @@ def s_ringbuf(g: "Generator", fn: "Fn", st: GState) -> bool:
     code.emit(movr(1, 0), mov(2, ch.pick((0, 1, 2))), call(ch.pick((RB_SUBMIT, RB_SUBMIT, RB_DISCARD))))
     code.place(skip)
     st.clobber_call(None)
+    return True
+
+
+def s_bpf_loop(g: "Generator", fn: "Fn", st: GState) -> bool:
+    """bpf_loop(n, callback, ctx, flags): a callback subprogram runs n times with a pointer to an initialised
+    8-byte slot of this frame. Usually flags 0 (the loop is then inlined after verification); now and then
+    bad flags or too many iterations, which the helper refuses."""
+    callbacks = [i for i in range(fn.index + 1, len(g.subs)) if g.subs[i].callback and g.subs[i].level > fn.level]
+    # the verifier walks a callback once per state it is called in: not inside a loop, and twice at most
+    if not callbacks or not _can_call(fn, st) or fn.loops or g.loop_calls >= 2:
+        return False
+    g.loop_calls += 1
+    ch = g.ch
+    lo, n = fn.areas["general"]
+    off = lo + 8 * ch.between(0, n // 8 - 1)
+    if not st.stack_init(off, 8):
+        _fill(g, fn, st, off, 8)
+    fn.code.emit(mov(1, ch.pick((0, 1, 2, 3, 5, 8, 8, (1 << 23) + 1))))
+    fn.code.items.append(FuncAddr(2, ch.pick(callbacks)))
+    _ptr(fn, st, 3, off)
+    fn.code.emit(mov(4, 0 if ch.chance(0.9) else 1), call(BPF_LOOP))
+    st.clobber_call()
     return True
 
 

@@ -67,7 +67,15 @@ class KfuncCall:
     name: str
 
 
-Item = Insn | Label | Jump | Call | MapLoad | KfuncCall
+@dataclass(frozen=True)
+class FuncAddr:
+    """`dst = &func` (lddw of a function: the callback argument of bpf_loop)."""
+
+    dst: int
+    func: int  # index into GenProgram.funcs
+
+
+Item = Insn | Label | Jump | Call | MapLoad | KfuncCall | FuncAddr
 
 
 class Code:
@@ -91,14 +99,15 @@ class Code:
         self.items.append(Jump(insn, label))
 
     def resolve(self) -> tuple[list[Insn], dict[int, tuple[str, int | str]]]:
-        """Instructions with jump offsets filled in, and slot -> ("call", func) / ("map", idx) / ("kfunc", name)."""
+        """Instructions with jump offsets filled in, and slot -> ("call", func) / ("funcaddr", func) / ("map", idx)
+        / ("kfunc", name)."""
         where: dict[int, int] = {}
         slot = 0
         for item in self.items:
             if isinstance(item, Label):
                 where[item.id] = slot
             else:
-                slot += 2 if isinstance(item, MapLoad) else 1
+                slot += 2 if isinstance(item, (MapLoad, FuncAddr)) else 1
         insns: list[Insn] = []
         refs: dict[int, tuple[str, int | str]] = {}
         for item in self.items:
@@ -115,6 +124,9 @@ class Code:
                 insns.append(Insn(isa.OP_CALL, 0, isa.PSEUDO_CALL, 0, -1))
             elif isinstance(item, MapLoad):
                 refs[len(insns)] = ("map", item.map)
+                insns.extend(isa.lddw_pair(item.dst, 0))
+            elif isinstance(item, FuncAddr):
+                refs[len(insns)] = ("funcaddr", item.func)
                 insns.extend(isa.lddw_pair(item.dst, 0))
             else:
                 refs[len(insns)] = ("kfunc", item.name)
@@ -158,11 +170,12 @@ class GenProgram:
             insns.extend(code)
             for slot, (kind, what) in sorted(refs.items()):
                 pos = start + slot
-                if kind == "call":
+                if kind in ("call", "funcaddr"):
                     assert isinstance(what, int)
                     if what not in base:
                         append(what)
-                    insns[pos] = insns[pos]._replace(src=isa.PSEUDO_CALL, imm=base[what] - pos - 1)
+                    src = isa.PSEUDO_CALL if kind == "call" else isa.PSEUDO_FUNC
+                    insns[pos] = insns[pos]._replace(src=src, imm=base[what] - pos - 1)
                 elif kind == "kfunc":
                     if what not in kfuncs:
                         kfuncs.append(str(what))
@@ -192,6 +205,8 @@ class GenProgram:
             for slot, (kind, what) in refs.items():
                 if kind == "call":
                     relocs[slot] = (R_BPF_64_32, self.func_name(int(what)))
+                elif kind == "funcaddr":
+                    relocs[slot] = (R_BPF_64_64, self.func_name(int(what)))
                 elif kind == "kfunc":
                     relocs[slot] = (R_BPF_64_32, str(what))
                 else:

@@ -36,7 +36,7 @@ STATEMENTS: list[tuple[str, Stmt, float]] = [
     ("ctx", B.s_ctx, 1.5), ("ldabs", B.s_ldabs, 0.4), ("deref", B.s_deref, 2),
     ("helper", C.s_pure_helper, 1), ("load_bytes", C.s_load_bytes, 0.7), ("map", C.s_map, 1.5),
     ("ringbuf", C.s_ringbuf, 0.5), ("call", C.s_call_sub, 1), ("kfunc", C.s_kfunc, 1.5),
-    ("pkt_change", C.s_pkt_change, 0.4),
+    ("pkt_change", C.s_pkt_change, 0.4), ("bpf_loop", C.s_bpf_loop, 0.6),
 ]
 
 
@@ -59,6 +59,7 @@ class FuncInfo:
     level: int  # call-chain depth: 0 for the program, 1 or 2 for subprograms
     nargs: int = 0
     ptr_arg: bool = False
+    callback: bool = False  # a bpf_loop callback: (u32 index, void *ctx), returns 0 or 1
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Fn:
     depth: int = 0
     loops: int = 0
     no_calls: bool = False
+    callback: bool = False  # every exit returns 0 or 1 (go on, or stop the loop)
 
     @property
     def frame(self) -> int:
@@ -88,6 +90,7 @@ class Generator:
     subs: list[FuncInfo] = field(default_factory=list)
     dynptr: bool = False
     budget: int = 0
+    loop_calls: int = 0  # bpf_loop calls emitted so far
 
     def program(self) -> GenProgram:
         ch, cfg = self.ch, self.cfg
@@ -104,6 +107,9 @@ class Generator:
         if cfg.subprogs:
             levels = sorted(ch.between(1, 2) for _ in range(ch.between(0, 3)))
             self.subs += [FuncInfo(level, ch.between(0, 3), ch.chance(0.3)) for level in levels]
+            if not cfg.kernel_safe and "bpf_loop" not in cfg.disabled and ch.chance(0.3):
+                # the kernel wants BTF func_info for callbacks, which generated objects do not carry
+                self.subs.append(FuncInfo(1, 1, True, callback=True))
         codes: list[Code] = [Code() for _ in self.subs]
         for index in range(len(self.subs) - 1, 0, -1):
             self._subprogram(index, codes[index])
@@ -147,7 +153,7 @@ class Generator:
 
     def _subprogram(self, index: int, code: Code) -> None:
         info = self.subs[index]
-        fn = Fn(index, code, info.level, tuple(range(10)), SUB_AREAS)
+        fn = Fn(index, code, info.level, tuple(range(10)), SUB_AREAS, callback=info.callback)
         st = GState()
         for reg in range(1, info.nargs + 1):
             st.regs[reg] = "s"
@@ -170,6 +176,8 @@ class Generator:
             fn.code.emit(mov(0, imm32(self.ch)) if not scalars else movr(0, scalars.pop(0)))
         for r in scalars[:6]:
             fn.code.emit(alu(self.ch.pick((isa.XOR, isa.ADD)), 0, r))
+        if fn.callback:
+            fn.code.emit(alu(isa.AND, 0, imm=1))
         fn.code.emit(EXIT)
 
     # -- statements ------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Where the verifier saw flags == 0 and one callback on every path to a `call bpf_
 `bpf_loop_callback`), the call is replaced by a counted loop that calls the callback as a bpf-to-bpf call:
 
     if r1 <= BPF_MAX_LOOPS goto +2        ; too many iterations: -E2BIG, as the helper
-    w0 = -E2BIG
+    r0 = -E2BIG                           ; (the kernel has w0: see below)
     goto <end>
     spill r6, r7, r8 below the subprogram's verified stack
     r6 = r1 ; w7 = 0 ; r8 = r3           ; limit, counter, callback context
@@ -20,7 +20,10 @@ Where the verifier saw flags == 0 and one callback on every path to a `call bpf_
 
 So neither engine goes through the helper (and its trip back into the program per iteration): the JIT
 compiles the loop and the call natively. The xlated program matches what the kernel shows for the same
-object. The subprogram's stack grows by 24 bytes (plus alignment); a site whose subprogram would then pass
+object but for one instruction: the kernel's sequence sets `w0 = -E2BIG`, which leaves the upper half of r0
+zero, where the helper returns the long -E2BIG, all ones up there. A program that looks at those bits sees a
+different value once the kernel inlines the call (found by the campaign's generator); bpfvm's rewrite keeps
+the helper's value, so that it changes nothing a program can observe. The subprogram's stack grows by 24 bytes (plus alignment); a site whose subprogram would then pass
 the 512-byte frame keeps its helper call.
 """
 
@@ -50,7 +53,7 @@ def _sequence(base: int) -> list[Insn]:
              for k, r in enumerate((_LIMIT, _COUNTER, _CTX))]
     head = [
         Insn(isa.JMP | isa.JLE | isa.K, 1, 0, 2, BPF_MAX_LOOPS),
-        Insn(isa.ALU | isa.MOV | isa.K, 0, 0, 0, -E2BIG),
+        Insn(isa.ALU64 | isa.MOV | isa.K, 0, 0, 0, -E2BIG),  # the helper's long, not the kernel's w0
     ]
     body = spills + [
         Insn(isa.ALU64 | isa.MOV | isa.X, _LIMIT, 1, 0, 0),

@@ -137,7 +137,10 @@ def _dfs(cfg: Cfg, insns: list[Insn], privileged: bool, instance_calls: dict[int
                 elif insn.is_helper_call():
                     p = proto_for(insn.imm)
                     if p is not None and p.callback is not None:
+                        # the callback is walked again each time it returns here, until a state repeats:
+                        # every visit must leave a checkpoint to compare with (mark_force_checkpoint)
                         prune.add(t)
+                        force.add(t)
             elif insn.opcode == isa.OP_CALLX:
                 prune.add(t + 1)
             elif insn.opcode in (isa.OP_JA, isa.OP_JA32):

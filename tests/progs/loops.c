@@ -63,4 +63,24 @@ int too_many(struct __sk_buff *skb)
 	return (int)n;
 }
 
+/* the upper half of that -E2BIG: the helper returns a long, so it is all ones */
+SEC("tc")
+int too_many_upper(struct __sk_buff *skb)
+{
+	struct acc a = { .sum = 0, .stop = 100 };
+	long n = bpf_loop((1 << 23) + skb->len, xor_index, &a, 0);
+
+	return (int)(n >> 32);
+}
+
+/* the same with flags the verifier cannot see are zero (the mark of a test run's skb): never inlined */
+SEC("tc")
+int too_many_upper_helper(struct __sk_buff *skb)
+{
+	struct acc a = { .sum = 0, .stop = 100 };
+	long n = bpf_loop((1 << 23) + skb->len, xor_index, &a, skb->mark);
+
+	return (int)(n >> 32);
+}
+
 char _license[] SEC("license") = "GPL";
