@@ -55,6 +55,25 @@ def test_written_objects_load_as_the_linked_program(seed: int) -> None:
     assert [f.insn for f in loaded.funcs] == [f.insn for f in linked.funcs]
 
 
+def test_generated_programs_call_every_kind_of_helper_and_verify() -> None:
+    """The generator's call statements all occur within 300 seeds (bpf_loop with its callback through a lddw
+    of a function, packet-changing helpers, ...), and every program it makes passes the verifier."""
+    from bpfvm.verifier import verify
+
+    wanted = {"bpf_loop": 181, "bpf_skb_adjust_room": 50, "bpf_skb_change_head": 43, "bpf_skb_change_tail": 38,
+              "bpf_xdp_adjust_head": 44, "bpf_xdp_adjust_tail": 65, "bpf_xdp_adjust_meta": 54,
+              "bpf_ringbuf_reserve": 131, "bpf_map_lookup_elem": 1, "bpf_skb_load_bytes": 26}
+    seen: set[int] = set()
+    callbacks = 0
+    for seed in range(300):
+        program = load_object(random_program(seed).to_elf()).programs["prog"]
+        verify(program)
+        seen |= {i.imm for i in program.insns if i.opcode == isa.OP_CALL and i.src == 0}
+        callbacks += any(i.opcode == isa.OP_LDDW and i.src == isa.PSEUDO_FUNC for i in program.insns)
+    assert {name for name, helper in wanted.items() if helper not in seen} == set()
+    assert callbacks >= 10
+
+
 def test_written_objects_load_into_the_kernel() -> None:
     reason = kernel_unavailable_reason()
     if reason:
