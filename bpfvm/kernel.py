@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -74,6 +75,16 @@ def _probe_prog_load() -> str | None:
     return None
 
 
+# bpftool's `type` argument is a libbpf section name; bpfvm's type names differ for some.
+_BPFTOOL_TYPES = {"socket_filter": "socket", "sched_cls": "tc", "sched_act": "action", "cgroup_skb": "cgroup/skb",
+                  "raw_tracepoint_writable": "raw_tracepoint.w"}
+
+
+def _type_args(prog_type: str | None) -> list[str]:
+    """`type NAME` for bpftool loadall, or nothing to let libbpf use the section names."""
+    return ["type", _BPFTOOL_TYPES.get(prog_type, prog_type)] if prog_type else []
+
+
 class KernelObject:
     """An object loaded into the kernel with all its programs and maps pinned in a private bpffs directory."""
 
@@ -83,8 +94,7 @@ class KernelObject:
         self.pin_dir = BPFFS / f"bpfvm-{uuid.uuid4().hex[:12]}"
         self.map_dir = self.pin_dir / "maps"
         cmd = ["bpftool", "prog", "loadall", str(self.path), str(self.pin_dir)]
-        if prog_type:
-            cmd += ["type", prog_type]
+        cmd += _type_args(prog_type)
         cmd += ["pinmaps", str(self.map_dir)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -201,6 +211,61 @@ class KernelObject:
             raise BpfvmError(f"kernel map update of {name} failed: {exc.strerror}") from None
 
 
+@dataclass
+class LoadVerdict:
+    """What the kernel's verifier said of one program of an object: accepted or not, with its processed count
+    and, for a refusal, the reason (the last line of its log before the stats)."""
+
+    accepted: bool
+    processed: int | None = None
+    reason: str = ""
+
+
+def kernel_verdicts(path: str | Path, *, prog_type: str | None = None) -> dict[str, LoadVerdict]:
+    """Load every program of an object into the kernel with `bpftool -d prog loadall` (pinned privately, then
+    unpinned; never attached) and read each program's verifier log. A program libbpf did not get to (it stops
+    at the first refusal) is absent."""
+    _ensure_bpffs()
+    pin_dir = BPFFS / f"bpfvm-{uuid.uuid4().hex[:12]}"
+    cmd = ["bpftool", "-d", "prog", "loadall", str(path), str(pin_dir)] + _type_args(prog_type)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        if pin_dir.exists():
+            shutil.rmtree(pin_dir, ignore_errors=True)
+    verdicts: dict[str, LoadVerdict] = {}
+    current: str | None = None
+    log: list[str] = []
+    for line in done.stderr.splitlines():
+        begin = re.match(r"libbpf: prog '([^']+)': -- BEGIN PROG LOAD LOG --", line)
+        if begin:
+            current, log = begin.group(1), []
+            continue
+        if current is not None:
+            if line.strip() == "-- END PROG LOAD LOG --":
+                stats = next((re.match(r"processed (\d+) insns", ln) for ln in reversed(log)
+                              if ln.startswith("processed ")), None)
+                reasons = [ln.strip() for ln in log if ln.strip() and not ln.startswith(
+                    ("processed ", "verification time", "stack depth"))]
+                verdicts[current] = LoadVerdict(True, int(stats.group(1)) if stats else None,
+                                                reasons[-1] if reasons else "")
+                current = None
+            else:
+                log.append(line)
+            continue
+        failed = re.match(r"libbpf: prog '([^']+)': failed to load", line)
+        if failed:
+            verdict = verdicts.setdefault(failed.group(1), LoadVerdict(False))
+            verdict.accepted = False
+            verdict.reason = verdict.reason or _refusal_reason(done.stderr)
+    for verdict in verdicts.values():
+        if verdict.accepted:
+            verdict.reason = ""
+    if not verdicts and done.returncode != 0:
+        raise KernelUnavailable(f"the kernel refused {Path(path).name}: {_refusal_reason(done.stderr)}")
+    return verdicts
+
+
 def _refusal_reason(stderr: str) -> str:
     """The verifier's reason from bpftool's output: the last line of the program load log before its stats,
     or else bpftool's last line."""
@@ -212,7 +277,13 @@ def _refusal_reason(stderr: str) -> str:
         reasons = [ln for ln in log if not ln.startswith(("processed ", "verification time", "stack depth"))]
         if reasons:
             return reasons[-1]
-    return lines[-1] if lines else "bpftool failed"
+    failed = [ln for ln in lines if "load failed: " in ln]  # "libbpf: prog 'x': BPF program load failed: EPERM"
+    if failed:
+        return re.sub(r"^libbpf: prog '[^']*': ", "", failed[-1])
+    noise = ("Warning:", "If it used to work", "libbpf: supported section", "Error: failed to load object file",
+             "libbpf: failed to load object")
+    useful = [ln for ln in lines if not ln.startswith(noise)]
+    return useful[-1] if useful else (lines[-1] if lines else "bpftool failed")
 
 
 def _json_or_none(text: str):

@@ -3,6 +3,7 @@ the kernel's rules with the kernel's words, and a verified program runs the same
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -99,3 +100,23 @@ def test_socket_filters_cannot_use_a_map_with_a_lock(tmp_path: Path) -> None:
     if kernel_unavailable_reason() is None:
         with pytest.raises(KernelUnavailable, match="socket filter progs cannot use bpf_spin_lock yet$"):
             KernelObject(obj)
+
+
+@pytest.mark.parametrize("variant", ["GOOD", "BAD_OFFSET", "BAD_EXIT"])
+def test_verify_against_the_kernel_from_the_cli(objects: dict[str, Path], variant: str) -> None:
+    """`bpfvm verify --kernel`: one line per program with both verdicts; exit 1 when bpfvm refused."""
+    from click.testing import CliRunner
+
+    from bpfvm.cli import main
+
+    kernel_or_skip()
+    result = CliRunner().invoke(main, ["verify", "--kernel", str(objects[variant])])
+    line = result.output.strip()
+    if variant == "GOOD":
+        assert result.exit_code == 0, result.output
+        assert re.fullmatch(r"count: bpfvm verified, \d+ insns \| kernel verified, \d+ insns \| agree", line), line
+    else:
+        assert result.exit_code == 1, result.output
+        assert line == f"count: bpfvm refused: {MISUSES[variant]} | kernel refused: {MISUSES[variant]} | agree"
+    refused = CliRunner().invoke(main, ["verify", "--kernel", "--unprivileged", str(objects[variant])])
+    assert refused.exit_code == 2 and "cannot be combined with --unprivileged" in refused.output
