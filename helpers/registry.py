@@ -31,6 +31,17 @@ NATIVE_CALLBACK, NATIVE_OUTPUT, NATIVE_TAIL_CALL = 1, 2, 4
 SCRATCH_SIZE = 8 * 4096  # one 4 KiB key slot per nesting level of bpf_for_each_map_elem
 
 
+@functools.cache
+def _pid_namespace() -> tuple[int, int]:
+    """(st_dev, st_ino) of this process's pid namespace, which bpf_get_ns_current_pid_tgid compares its
+    arguments with ((0, 0) where /proc is not mounted)."""
+    try:
+        st = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return 0, 0
+    return st.st_dev, st.st_ino
+
+
 @dataclass
 class HelperOptions:
     """What the "current task" and the clocks look like to helpers. Unknown option keys are ignored.
@@ -111,6 +122,7 @@ class NativeEnv:
         uid_gid = o.uid_gid if o.uid_gid is not None else (os.getgid() << 32) | os.getuid()
         env.pid_tgid = pid_tgid & 0xFFFFFFFFFFFFFFFF
         env.uid_gid = uid_gid & 0xFFFFFFFFFFFFFFFF
+        env.pidns_dev, env.pidns_ino = _pid_namespace()
         comm = o.comm.encode() if isinstance(o.comm, str) else bytes(o.comm)
         env.comm = comm[:15].ljust(16, b"\0")
         env.perf_strict = int(o.perf_strict)

@@ -82,3 +82,18 @@ def test_more_helpers_agree_with_the_kernel(more_helpers: Path, prog: str, spec:
     session = DiffSession(ObjectSource(path=str(more_helpers)), prog, parse_spec(spec), parse_spec("kernel"))
     summary = session.run(25, seed=3)
     assert summary.mismatch is None, summary.mismatch
+
+
+def test_tracing_helpers(tmp_path: Path) -> None:
+    """The pid namespace of bpfvm's own process gives its ids; any other gives -EINVAL and zeros. There is no
+    kernel stack (-EFAULT, buffer cleared) and no attach cookie (0)."""
+    import os
+    import threading
+
+    obj = api.load(compile_bpf("tracing_helpers.c", tmp_path))
+    st = os.stat("/proc/self/ns/pid")
+    for dev, ino, ret, ids in ((st.st_dev, st.st_ino, 0, (os.getpid() << 32) | threading.get_native_id()),
+                               (st.st_dev, st.st_ino + 1, -22, 0)):
+        obj.maps["pidns"][0], obj.maps["pidns"][1] = struct.pack("<Q", dev), struct.pack("<Q", ino)
+        assert obj.programs["task_ids"].run(ctx=bytes(16)).retval == 0
+        assert seen(obj)[:5] == [ret, ids, -14, 0, 0]

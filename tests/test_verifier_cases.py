@@ -64,6 +64,10 @@ CASES = [
     Case("fib-lookup-params-on-stack", "r2 = r10; r2 += -64; r3 = 64; r4 = 0; call bpf_fib_lookup; exit",
          prog_type="xdp"),
     Case("set-hash-invalid-returns-an-int", "call bpf_set_hash_invalid; exit", prog_type="sched_cls"),
+    Case("ns-pid-tgid-anywhere", "r1 = 0; r2 = 0; r3 = r10; r3 += -8; r4 = 8; call bpf_get_ns_current_pid_tgid;"
+                                 "exit", prog_type="xdp"),
+    Case("get-stack-kprobe", "r2 = r10; r2 += -64; r3 = 64; r4 = 0; call bpf_get_stack; exit", prog_type="kprobe"),
+    Case("attach-cookie-tracepoint", "call bpf_get_attach_cookie; exit", prog_type="tracepoint"),
     Case("lsm-reads-its-arguments", "r0 = *(u64 *)(r1 + 24); exit", prog_type="lsm", kernel=False,
          why_no_kernel="an lsm program needs an attach target (attach_btf_id)"),
     Case("return-0", "r0 = 0; exit"),
@@ -252,6 +256,8 @@ CASES = [
          "call bpf_map_lookup_elem; if r0 == 0 goto +2; r0 += r6; r0 = *(u8 *)(r0 + 0); r0 = 0; exit",
          r"math between map_value pointer and register with unbounded min value is not allowed", prog_type="xdp",
          maps=("arr",)),
+    Case("get-stack-needs-tracing", "r2 = r10; r2 += -64; r3 = 64; r4 = 0; call bpf_get_stack; exit",
+         r"program of this type cannot use helper bpf_get_stack#67", prog_type="xdp"),
     Case("percpu-lookup-plain-array", KEY0 + "r1 = map[arr]; r3 = 0; call bpf_map_lookup_percpu_elem; r0 = 0; exit",
          r"cannot pass map_type 2 into func bpf_map_lookup_percpu_elem#195", maps=("arr",)),
     Case("percpu-lookup-unchecked", KEY0 + "r1 = map[pcpu]; r3 = 1; call bpf_map_lookup_percpu_elem;"

@@ -141,6 +141,31 @@ HELPER(get_prandom_u32) { return bpfvm_prandom_u32(env); }
 HELPER(get_smp_processor_id) { return env->cpu; }
 HELPER(get_numa_node_id) { return env->numa_node; }
 HELPER(get_current_pid_tgid) { return env->pid_tgid; }
+
+/* bpf_pidns_info of the current task when dev/ino name its pid namespace (bpfvm's process is that task) */
+HELPER(get_ns_current_pid_tgid)
+{
+    uint32_t size = (uint32_t)r4;
+    MEM(r3, size, 1, "bpf_get_ns_current_pid_tgid nsdata");
+    memset(_m_r3, 0, size);
+    if (size != 8 || r1 != env->pidns_dev || r2 != env->pidns_ino || !env->pidns_ino)
+        return BPFVM_ERR(-EINVAL);
+    uint32_t info[2] = {(uint32_t)env->pid_tgid, (uint32_t)(env->pid_tgid >> 32)};   /* pid, tgid */
+    memcpy(_m_r3, info, 8);
+    return 0;
+}
+
+/* bpfvm runs no kernel code, so there is no stack to walk: the kernel's error path (buffer cleared) */
+HELPER(get_stack)
+{
+    uint32_t size = (uint32_t)r3;
+    MEM(r2, size, 1, "bpf_get_stack buf");
+    memset(_m_r2, 0, size);
+    return BPFVM_ERR(-EFAULT);
+}
+
+/* no attachment, so no cookie: 0, as for a program attached without one */
+HELPER(get_attach_cookie) { return 0; }
 HELPER(get_current_uid_gid) { return env->uid_gid; }
 
 HELPER(get_current_comm)
@@ -408,22 +433,22 @@ HELPER(for_each_map_elem)
 const struct bpfvm_native_entry bpfvm_helper_table[] = {
     H(1, map_lookup_elem, 0), H(2, map_update_elem, 0), H(3, map_delete_elem, 0), H(4, probe_read, 0),
     H(5, ktime_get_ns, 0), H(6, trace_printk, BPFVM_NATIVE_OUTPUT), H(7, get_prandom_u32, 0),
-    H(8, get_smp_processor_id, 0), H(9, skb_store_bytes, 0), H(10, l3_csum_replace, 0),
-    H(11, l4_csum_replace, 0), H(12, tail_call, BPFVM_NATIVE_TAIL_CALL), H(14, get_current_pid_tgid, 0),
-    H(15, get_current_uid_gid, 0), H(16, get_current_comm, 0), H(20, skb_get_tunnel_key, 0),
-    H(21, skb_set_tunnel_key, 0), H(23, redirect, 0), H(25, perf_event_output, BPFVM_NATIVE_OUTPUT),
-    H(26, skb_load_bytes, 0), H(28, csum_diff, 0), H(38, skb_change_tail, 0), H(39, skb_pull_data, 0),
-    H(40, csum_update, 0), H(41, set_hash_invalid, 0), H(42, get_numa_node_id, 0), H(43, skb_change_head, 0),
-    H(44, xdp_adjust_head, 0), H(45, probe_read_str, 0), H(48, set_hash, 0), H(50, skb_adjust_room, 0),
-    H(54, xdp_adjust_meta, 0), H(65, xdp_adjust_tail, 0), H(68, skb_load_bytes_relative, 0),
-    H(69, fib_lookup, 0), H(87, map_push_elem, 0), H(88, map_pop_elem, 0), H(89, map_peek_elem, 0),
-    H(93, spin_lock, 0), H(94, spin_unlock, 0), H(112, probe_read_user, 0), H(113, probe_read_kernel, 0),
-    H(114, probe_read_user_str, 0), H(115, probe_read_kernel_str, 0), H(125, ktime_get_boot_ns, 0),
-    H(130, ringbuf_output, 0), H(131, ringbuf_reserve, 0), H(132, ringbuf_submit, 0),
-    H(133, ringbuf_discard, 0), H(134, ringbuf_query, 0), H(135, csum_level, 0),
-    H(160, ktime_get_coarse_ns, 0), H(164, for_each_map_elem, BPFVM_NATIVE_CALLBACK),
-    H(165, snprintf, 0), H(177, trace_vprintk, BPFVM_NATIVE_OUTPUT), H(181, loop, BPFVM_NATIVE_CALLBACK),
-    H(182, strncmp, 0), H(188, xdp_get_buff_len, 0), H(189, xdp_load_bytes, 0), H(190, xdp_store_bytes, 0),
+    H(8, get_smp_processor_id, 0), H(9, skb_store_bytes, 0), H(10, l3_csum_replace, 0), H(11, l4_csum_replace, 0),
+    H(12, tail_call, BPFVM_NATIVE_TAIL_CALL), H(14, get_current_pid_tgid, 0), H(15, get_current_uid_gid, 0),
+    H(16, get_current_comm, 0), H(20, skb_get_tunnel_key, 0), H(21, skb_set_tunnel_key, 0), H(23, redirect, 0),
+    H(25, perf_event_output, BPFVM_NATIVE_OUTPUT), H(26, skb_load_bytes, 0), H(28, csum_diff, 0),
+    H(38, skb_change_tail, 0), H(39, skb_pull_data, 0), H(40, csum_update, 0), H(41, set_hash_invalid, 0),
+    H(42, get_numa_node_id, 0), H(43, skb_change_head, 0), H(44, xdp_adjust_head, 0), H(45, probe_read_str, 0),
+    H(48, set_hash, 0), H(50, skb_adjust_room, 0), H(54, xdp_adjust_meta, 0), H(65, xdp_adjust_tail, 0),
+    H(67, get_stack, 0), H(68, skb_load_bytes_relative, 0), H(69, fib_lookup, 0), H(87, map_push_elem, 0),
+    H(88, map_pop_elem, 0), H(89, map_peek_elem, 0), H(93, spin_lock, 0), H(94, spin_unlock, 0),
+    H(112, probe_read_user, 0), H(113, probe_read_kernel, 0), H(114, probe_read_user_str, 0),
+    H(115, probe_read_kernel_str, 0), H(120, get_ns_current_pid_tgid, 0), H(125, ktime_get_boot_ns, 0),
+    H(130, ringbuf_output, 0), H(131, ringbuf_reserve, 0), H(132, ringbuf_submit, 0), H(133, ringbuf_discard, 0),
+    H(134, ringbuf_query, 0), H(135, csum_level, 0), H(160, ktime_get_coarse_ns, 0),
+    H(164, for_each_map_elem, BPFVM_NATIVE_CALLBACK), H(165, snprintf, 0), H(174, get_attach_cookie, 0),
+    H(177, trace_vprintk, BPFVM_NATIVE_OUTPUT), H(181, loop, BPFVM_NATIVE_CALLBACK), H(182, strncmp, 0),
+    H(188, xdp_get_buff_len, 0), H(189, xdp_load_bytes, 0), H(190, xdp_store_bytes, 0),
     H(195, map_lookup_percpu_elem, 0), H(197, dynptr_from_mem, 0), H(198, ringbuf_reserve_dynptr, 0),
     H(199, ringbuf_submit_dynptr, 0), H(200, ringbuf_discard_dynptr, 0), H(201, dynptr_read, 0),
     H(202, dynptr_write, 0), H(203, dynptr_data, 0), H(208, ktime_get_tai_ns, 0),
