@@ -7,6 +7,7 @@ with bpf() (bpfvm.bpfsys). Nothing is ever attached to a hook.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -96,6 +97,7 @@ class KernelObject:
         cmd = ["bpftool", "prog", "loadall", str(self.path), str(self.pin_dir)]
         cmd += _type_args(prog_type)
         cmd += ["pinmaps", str(self.map_dir)]
+        self._name_pins = _new_name_pins(self.path)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             self.close()
@@ -108,13 +110,7 @@ class KernelObject:
         self.close()
 
     def close(self) -> None:
-        if self.pin_dir.exists():
-            for p in sorted(self.pin_dir.rglob("*"), key=lambda q: len(q.parts), reverse=True):
-                if p.is_dir():
-                    p.rmdir()
-                else:
-                    p.unlink()
-            self.pin_dir.rmdir()
+        _unpin(self.pin_dir, self._name_pins)
 
     # -- programs --------------------------------------------------------------------------------------------------
     def run(
@@ -211,6 +207,34 @@ class KernelObject:
             raise BpfvmError(f"kernel map update of {name} failed: {exc.strerror}") from None
 
 
+def _new_name_pins(path: Path) -> list[Path]:
+    """Pins that loading `path` will create outside the private directory: libbpf pins maps declared
+    LIBBPF_PIN_BY_NAME at /sys/fs/bpf/<name>. Those not there yet are this load's to remove."""
+    return [pin for pin in _name_pins(str(path), path.stat().st_mtime_ns if path.exists() else 0) if not pin.exists()]
+
+
+@functools.lru_cache(maxsize=16)
+def _name_pins(path: str, _mtime: int) -> tuple[Path, ...]:
+    from .elf import load_object
+
+    try:
+        maps = load_object(path).maps
+    except BpfvmError:
+        return ()
+    return tuple(BPFFS / spec.name for spec in maps if spec.pinning == 1)
+
+
+def _unpin(pin_dir: Path, name_pins: list[Path]) -> None:
+    """Unpin (and so unload) what a load pinned: the private directory, and the maps pinned by name."""
+    if pin_dir.exists():
+        for p in sorted(pin_dir.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        pin_dir.rmdir()
+    for pin in name_pins:
+        if pin.exists():
+            pin.unlink()
+
+
 @dataclass
 class LoadVerdict:
     """What the kernel's verifier said of one program of an object: accepted or not, with its processed count
@@ -228,11 +252,11 @@ def kernel_verdicts(path: str | Path, *, prog_type: str | None = None) -> dict[s
     _ensure_bpffs()
     pin_dir = BPFFS / f"bpfvm-{uuid.uuid4().hex[:12]}"
     cmd = ["bpftool", "-d", "prog", "loadall", str(path), str(pin_dir)] + _type_args(prog_type)
+    name_pins = _new_name_pins(Path(path))
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
     finally:
-        if pin_dir.exists():
-            shutil.rmtree(pin_dir, ignore_errors=True)
+        _unpin(pin_dir, name_pins)
     verdicts: dict[str, LoadVerdict] = {}
     current: str | None = None
     log: list[str] = []

@@ -132,3 +132,18 @@ def test_a_dropped_objects_maps_are_freed_before_more_storage_is_taken(big_maps:
         assert ring() is None
     finally:
         gc.enable()
+
+
+def test_kernel_loads_leave_no_pins_behind(tmp_path: Path, kernel: None) -> None:
+    """libbpf pins LIBBPF_PIN_BY_NAME maps at /sys/fs/bpf/<name>, outside bpfvm's private directory: the
+    kernel oracle removes those its load created, whether the load succeeds or bpftool gives up."""
+    from bpfvm.kernel import BPFFS, KernelUnavailable, kernel_verdicts
+
+    obj = compile_bpf("xdp_maps.c", tmp_path)  # hash_map is pinned by name
+    before = set(BPFFS.iterdir())
+    assert set(kernel_verdicts(obj)) == {"xdp_main", "tail_target"}
+    try:
+        KernelObject(obj).close()
+    except KernelUnavailable:
+        pass  # bpftool's pinmaps cannot re-pin a map libbpf pinned by name
+    assert set(BPFFS.iterdir()) == before
